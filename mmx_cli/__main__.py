@@ -1,0 +1,3 @@
+from mmx.app import main
+
+main()

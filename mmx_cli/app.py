@@ -1,0 +1,40 @@
+"""The `mmx` command: one Typer app; each command group lives in its own module and registers itself here."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from mmx.errors import MmxError
+
+app = typer.Typer(
+    name="mmx",
+    help="Long-context evaluation of language models, built around the MiniMax-01 architecture.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Long-context evaluation of language models, built around the MiniMax-01 architecture."""
+
+
+def _register_commands() -> None:
+    """Import each command module; importing one adds its commands or sub-apps to `app`."""
+    from mmx import cli_info  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry: run the app; a user-facing error becomes one line on stderr and exit code 2."""
+    _register_commands()
+    try:
+        app(args=argv, prog_name="mmx")
+    except MmxError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Run store, aggregation and reports. Imports neither mmx.model nor mmx.kernels."""
