@@ -1,0 +1,132 @@
+"""The run store: `run.json` written once, `samples.jsonl` / `bench.jsonl` appended line by line and flushed.
+
+A run directory is resumable: records already on disk are skipped by the runner, a torn last line (a process killed
+mid-write) is dropped, and reopening a directory with different parameters is refused rather than mixing results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mmx.errors import MmxError
+
+RUN_FILE = "run.json"
+SAMPLES_FILE = "samples.jsonl"
+BENCH_FILE = "bench.jsonl"
+SUMMARY_FILE = "summary.csv"
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield each well-formed record; a corrupt line is reported with a warning and skipped, never fatal."""
+    if not path.exists():
+        return
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                warnings.warn(f"{path}:{lineno}: skipping a corrupt line", stacklevel=2)
+                continue
+            if isinstance(record, dict):
+                yield record
+            else:
+                warnings.warn(f"{path}:{lineno}: skipping a line that is not a JSON object", stacklevel=2)
+
+
+class RunStore:
+    """One run directory. `params` identify the run: a rerun with equal params resumes, other params are refused."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.dir = Path(directory)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The contents of `run.json`."""
+        path = self.dir / RUN_FILE
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise MmxError(f"{self.dir} is not a run directory (no {RUN_FILE})", "pass a directory mmx wrote") from None
+        except json.JSONDecodeError as err:
+            raise MmxError(f"{path} is not valid JSON ({err.msg})", "restore or delete the file") from None
+
+    def open(self, meta: dict[str, Any]) -> bool:
+        """Create the run, or check that an existing one has the same `meta["params"]`. True when resuming."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            probe = self.dir / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as err:
+            raise MmxError(f"cannot write to {self.dir}: {err.strerror}", "choose another --out directory") from None
+        path = self.dir / RUN_FILE
+        if path.exists():
+            old = self.meta
+            if old.get("params") != meta.get("params"):
+                diff = sorted(
+                    key
+                    for key in {*old.get("params", {}), *meta.get("params", {})}
+                    if old.get("params", {}).get(key) != meta.get("params", {}).get(key)
+                )
+                raise MmxError(
+                    f"{self.dir} holds a run with different parameters ({', '.join(diff)})",
+                    "rerun with the original parameters to resume, or pass a new --out directory",
+                )
+            return True
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+        tmp.replace(path)
+        return False
+
+    def _append(self, name: str, record: dict[str, Any]) -> None:
+        path = self.dir / name
+        data = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode()
+        if _ends_mid_line(path):  # a torn last line from a killed process must not swallow this record
+            data = b"\n" + data
+        with path.open("ab") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def append_sample(self, record: dict[str, Any]) -> None:
+        """Append one scored sample, durably, before the next one starts."""
+        self._append(SAMPLES_FILE, record)
+
+    def append_bench(self, record: dict[str, Any]) -> None:
+        """Append one benchmark measurement."""
+        self._append(BENCH_FILE, record)
+
+    def samples(self) -> list[dict[str, Any]]:
+        """Every scored sample on disk; a sample recorded twice (never written by mmx) keeps its first copy."""
+        seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for record in read_jsonl(self.dir / SAMPLES_FILE):
+            seen.setdefault(sample_key(record), record)
+        return list(seen.values())
+
+    def bench(self) -> list[dict[str, Any]]:
+        """Every benchmark record on disk."""
+        return list(read_jsonl(self.dir / BENCH_FILE))
+
+    def done_keys(self) -> set[tuple[Any, ...]]:
+        """Keys of the samples already on disk, which a resumed run skips."""
+        return {sample_key(r) for r in read_jsonl(self.dir / SAMPLES_FILE)}
+
+
+def _ends_mid_line(path: Path) -> bool:
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with path.open("rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) != b"\n"
+
+
+def sample_key(record: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies a sample within a run: task, target length and index."""
+    return (record.get("task"), record.get("length"), record.get("index"))
