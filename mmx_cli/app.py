@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+
 from mmx.errors import MmxError
 
 app = typer.Typer(
@@ -23,7 +24,7 @@ def _root() -> None:
 
 def _register_commands() -> None:
     """Import each command module; importing one adds its commands or sub-apps to `app`."""
-    from mmx import cli_info  # noqa: F401
+    from mmx import cli_info, groups  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,9 +6,10 @@ import importlib.metadata
 import platform
 
 import typer
-from mmx.app import app
 from rich.console import Console
 from rich.table import Table
+
+from mmx.app import app
 
 _PACKAGES = ("mmx", "torch", "triton", "transformers", "safetensors", "tokenizers", "lm-eval", "flash-linear-attention")
 
@@ -27,6 +28,7 @@ def package_versions() -> dict[str, str | None]:
 def device_report() -> list[dict[str, str]]:
     """One row per device torch can see, with the lightning-attention path `impl="auto"` picks there."""
     import torch
+
     from mmx.kernels.dispatch import auto_impl
 
     rows = [

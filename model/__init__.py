@@ -1,1 +1,5 @@
 """MiniMax-Text-01 in PyTorch: config, modules, checkpoints, tokenizers, backends, training."""
+
+from .tokenizer import ByteTokenizer
+
+__all__ = ["ByteTokenizer"]
