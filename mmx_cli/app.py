@@ -24,7 +24,8 @@ def _root() -> None:
 
 def _register_commands() -> None:
     """Import each command module; importing one adds its commands or sub-apps to `app`."""
-    from mmx import cli_info, groups  # noqa: F401
+    import mmx.cli_info
+    import mmx.groups  # noqa: F401  (one import per command module; add yours on its own line)
 
 
 def main(argv: list[str] | None = None) -> None:
