@@ -6,10 +6,12 @@ mid-write) is dropped, and reopening a directory with different parameters is re
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,17 @@ BENCH_FILE = "bench.jsonl"
 SUMMARY_FILE = "summary.csv"
 
 
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Yield each well-formed record; a corrupt line is reported with a warning and skipped, never fatal."""
+SUMMARY_COLUMNS = ("task", "length", "n", "score")
+Reporter = Callable[[str], None]
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
+def read_jsonl(path: Path, on_corrupt: Reporter | None = None) -> Iterator[dict[str, Any]]:
+    """Yield each well-formed record; a corrupt line is reported (by `on_corrupt`, else a warning) and skipped."""
+    report = on_corrupt or _warn
     if not path.exists():
         return
     with path.open("rb") as fh:
@@ -32,19 +43,20 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             try:
                 record = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
-                warnings.warn(f"{path}:{lineno}: skipping a corrupt line", stacklevel=2)
+                report(f"{path}:{lineno}: skipping a corrupt line")
                 continue
             if isinstance(record, dict):
                 yield record
             else:
-                warnings.warn(f"{path}:{lineno}: skipping a line that is not a JSON object", stacklevel=2)
+                report(f"{path}:{lineno}: skipping a line that is not a JSON object")
 
 
 class RunStore:
     """One run directory. `params` identify the run: a rerun with equal params resumes, other params are refused."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], on_corrupt: Reporter | None = None) -> None:
         self.dir = Path(directory)
+        self.on_corrupt = on_corrupt
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -57,8 +69,8 @@ class RunStore:
         except json.JSONDecodeError as err:
             raise MmxError(f"{path} is not valid JSON ({err.msg})", "restore or delete the file") from None
 
-    def open(self, meta: dict[str, Any]) -> bool:
-        """Create the run, or check that an existing one has the same `meta["params"]`. True when resuming."""
+    def ensure_writable(self) -> None:
+        """Create the directory and prove a file can be written there, before any expensive work starts."""
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             probe = self.dir / ".write-test"
@@ -66,6 +78,10 @@ class RunStore:
             probe.unlink()
         except OSError as err:
             raise MmxError(f"cannot write to {self.dir}: {err.strerror}", "choose another --out directory") from None
+
+    def open(self, meta: dict[str, Any]) -> bool:
+        """Create the run, or check that an existing one has the same `meta["params"]`. True when resuming."""
+        self.ensure_writable()
         path = self.dir / RUN_FILE
         if path.exists():
             old = self.meta
@@ -106,17 +122,29 @@ class RunStore:
     def samples(self) -> list[dict[str, Any]]:
         """Every scored sample on disk; a sample recorded twice (never written by mmx) keeps its first copy."""
         seen: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for record in read_jsonl(self.dir / SAMPLES_FILE):
+        for record in read_jsonl(self.dir / SAMPLES_FILE, self.on_corrupt):
             seen.setdefault(sample_key(record), record)
         return list(seen.values())
 
     def bench(self) -> list[dict[str, Any]]:
         """Every benchmark record on disk."""
-        return list(read_jsonl(self.dir / BENCH_FILE))
+        return list(read_jsonl(self.dir / BENCH_FILE, self.on_corrupt))
 
     def done_keys(self) -> set[tuple[Any, ...]]:
         """Keys of the samples already on disk, which a resumed run skips."""
-        return {sample_key(r) for r in read_jsonl(self.dir / SAMPLES_FILE)}
+        return {sample_key(r) for r in read_jsonl(self.dir / SAMPLES_FILE, self.on_corrupt)}
+
+    def write_summary(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Replace `summary.csv` atomically (task,length,n,score; score 0..100, empty when nothing scored)."""
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "score": "" if row.get("score") is None else f"{row['score']:.2f}"})
+        path = self.dir / SUMMARY_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(buf.getvalue())
+        tmp.replace(path)
 
 
 def _ends_mid_line(path: Path) -> bool:
