@@ -1,0 +1,46 @@
+"""Report tables as GitHub-flavoured Markdown, for pasting into an issue or a model card."""
+
+from __future__ import annotations
+
+from mmx.results.tables import Table
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _headers(table: Table) -> list[str]:
+    """Markdown has no spanning headers either: a block's heading prefixes its first column, in bold."""
+    if not any(label for label, _ in table.groups):
+        return list(table.columns)
+    headers, col = [], 0
+    for label, span in table.groups:
+        for i in range(span):
+            name = table.columns[col]
+            headers.append(f"**{label}** {name}" if label and i == 0 else name)
+            col += 1
+    return headers
+
+
+def table_markdown(table: Table) -> str:
+    """One table with its title as a heading and its notes as a list under it."""
+    headers = _headers(table)
+    lines = [f"### {table.title}", ""]
+    lines.append("| " + " | ".join(_escape(h) for h in headers) + " |")
+    lines.append("|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|")
+    for row in table.rows:
+        texts = [_escape(c.text) for c in row.cells]
+        if "effective" in {t for c in row.cells for t in c.tags}:
+            texts = [f"**{t}**" if "effective" in c.tags else t for t, c in zip(texts, row.cells, strict=True)]
+        if "mean" in row.tags:
+            texts[0] = f"**{texts[0]}**"
+        lines.append("| " + " | ".join(texts) + " |")
+    if table.notes:
+        lines.append("")
+        lines += [f"- {note}" for note in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+def report_markdown(tables: list[Table], title: str = "mmx report") -> str:
+    """All tables as one Markdown document."""
+    return f"# {title}\n\n" + "\n".join(table_markdown(t) for t in tables)
