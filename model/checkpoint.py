@@ -1,0 +1,186 @@
+"""Checkpoint IO: sharded safetensors in the original MiniMax-Text-01 layout or the transformers-native (`-hf`) one.
+
+Loading builds the model on the meta device (no random weights are ever allocated), memory-maps the shards, converts
+names and fused expert tensors to the native layout, checks every key and shape against the config, and assigns the
+tensors in place: a CPU load in the stored dtype copies nothing, any other load copies each tensor once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from mmx.errors import MmxError
+
+from .config import MiniMaxConfig
+from .modeling import MiniMaxForCausalLM
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+
+# transformers-native (-hf) name                   -> native (original) name
+HF_RENAMES: dict[str, str] = {
+    "model.layers.{i}.mlp.gate.weight": "model.layers.{i}.block_sparse_moe.gate.weight",
+    "model.layers.{i}.mlp.experts.{e}.{w}.weight": "model.layers.{i}.block_sparse_moe.experts.{e}.{w}.weight",
+}
+# fused -hf expert tensors [E, rows, cols]         -> per expert e, native weights stacked along rows
+HF_FUSED_EXPERTS: dict[str, tuple[str, ...]] = {
+    "model.layers.{i}.mlp.experts.gate_up_proj": ("w1", "w3"),  # [E, 2I, h]: w1 = rows [0, I), w3 = rows [I, 2I)
+    "model.layers.{i}.mlp.experts.down_proj": ("w2",),  # [E, h, I]
+}
+# Decay tables the -hf port stores as buffers; they carry no weights and are recomputed from the config.
+DROPPED = re.compile(r"model\.layers\.\d+\.self_attn\.(slope_rate|query_decay|key_decay|diagonal_decay)")
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    body = re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{e\}", r"(?P<e>\d+)")
+    return re.compile(body.replace(r"\{w\}", r"(?P<w>w[123])"))
+
+
+_MISMATCH_HINT = "the weights do not match config.json (wrong config, or a different model's checkpoint)"
+_RENAMES = [(_pattern(hf), native) for hf, native in HF_RENAMES.items()]
+_FUSED = [(_pattern(hf), parts) for hf, parts in HF_FUSED_EXPERTS.items()]
+
+
+class _Shards:
+    """Memory-mapped view of a checkpoint directory's safetensors files: key -> lazily loaded CPU tensor."""
+
+    def __init__(self, directory: Path) -> None:
+        index = directory / INDEX_FILE
+        if index.is_file():
+            weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+        elif (directory / SINGLE_FILE).is_file():
+            with safe_open(directory / SINGLE_FILE, framework="pt") as f:
+                weight_map = dict.fromkeys(f.keys(), SINGLE_FILE)
+        else:
+            raise MmxError(f"no {INDEX_FILE} or {SINGLE_FILE} in {directory}", "point at a safetensors checkpoint")
+        for name in sorted(set(weight_map.values())):
+            if not (directory / name).is_file():
+                raise MmxError(f"checkpoint shard {name} is missing from {directory}", f"{INDEX_FILE} lists it")
+        self.directory = directory
+        self.weight_map = weight_map
+        self._open: dict[str, object] = {}
+
+    def get(self, key: str) -> torch.Tensor:
+        name = self.weight_map[key]
+        if name not in self._open:
+            self._open[name] = safe_open(self.directory / name, framework="pt", device="cpu")
+        return self._open[name].get_tensor(key)  # type: ignore[attr-defined]
+
+
+def _native_tensors(
+    shards: _Shards, expected: dict[str, tuple[int, ...]], n_experts: int
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """(native key, CPU tensor) for every weight in the checkpoint, whichever layout it uses."""
+    for key in shards.weight_map:
+        if DROPPED.fullmatch(key):
+            continue
+        yield from _split_fused(key, shards, expected, n_experts) or [(_rename(key), shards.get(key))]
+
+
+def _rename(key: str) -> str:
+    for pattern, native in _RENAMES:
+        match = pattern.fullmatch(key)
+        if match:
+            return native.format(**match.groupdict())
+    return key
+
+
+def _split_fused(
+    key: str, shards: _Shards, expected: dict[str, tuple[int, ...]], n_experts: int
+) -> list[tuple[str, torch.Tensor]] | None:
+    """Per-expert views of a fused -hf expert tensor, or None when `key` is not one."""
+    for pattern, parts in _FUSED:
+        match = pattern.fullmatch(key)
+        if not match:
+            continue
+        prefix = f"model.layers.{match['i']}.block_sparse_moe.experts"
+        if f"{prefix}.0.{parts[0]}.weight" not in expected:
+            raise MmxError(f"unexpected key {key} in checkpoint {shards.directory}", _MISMATCH_HINT)
+        rows, cols = expected[f"{prefix}.0.{parts[0]}.weight"]
+        tensor = shards.get(key)
+        want = (n_experts, len(parts) * rows, cols)
+        if tuple(tensor.shape) != want:
+            raise MmxError(f"{key} has shape {list(tensor.shape)}, the config needs {list(want)}", _MISMATCH_HINT)
+        return [
+            (f"{prefix}.{e}.{part}.weight", chunk)  # [rows, cols] view
+            for e in range(n_experts)
+            for part, chunk in zip(parts, tensor[e].split(rows), strict=True)
+        ]
+    return None
+
+
+def default_device_dtype(
+    device: torch.device | str | None, dtype: torch.dtype | None
+) -> tuple[torch.device, torch.dtype]:
+    """The project's precision rule: bf16 weights on CUDA, fp32 on the CPU, unless asked otherwise."""
+    resolved = (
+        torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    if dtype is None:
+        dtype = torch.bfloat16 if resolved.type == "cuda" else torch.float32
+    return resolved, dtype
+
+
+def load_pretrained(
+    directory: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> MiniMaxForCausalLM:
+    """Load `directory` (config.json + safetensors); every key and shape must match the config exactly."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise MmxError(f"checkpoint directory {directory} does not exist", "pass the folder holding config.json")
+    config = MiniMaxConfig.from_pretrained(directory)
+    device, dtype = default_device_dtype(device, dtype)
+    shards = _Shards(directory)
+    with torch.device("meta"):
+        model = MiniMaxForCausalLM(config)
+    expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+    state: dict[str, torch.Tensor] = {}
+    for key, tensor in _native_tensors(shards, expected, config.num_local_experts):
+        if key not in expected:
+            raise MmxError(f"unexpected key {key} in checkpoint {directory}", _MISMATCH_HINT)
+        if tuple(tensor.shape) != expected[key]:
+            raise MmxError(
+                f"{key} has shape {list(tensor.shape)}, the config needs {list(expected[key])}", _MISMATCH_HINT
+            )
+        state[key] = tensor.to(device=device, dtype=dtype)
+    missing = [k for k in expected if k not in state]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise MmxError(f"checkpoint {directory} is missing {missing[0]}{more}", "the checkpoint is incomplete")
+    model.load_state_dict(state, assign=True)
+    return model.eval()
+
+
+def save_pretrained(model: MiniMaxForCausalLM, directory: str | Path, max_shard_bytes: int = 5 * 2**30) -> None:
+    """Write config.json and safetensors in the original key layout: one file, or shards plus an index."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {"model_type": "minimax_text_01", **model.config.to_dict()}
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in model.state_dict().items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor.detach().contiguous().cpu()
+        size += nbytes
+    if len(shards) == 1:
+        save_file(shards[0], directory / SINGLE_FILE, metadata={"format": "pt"})
+        return
+    weight_map = {}
+    for n, shard in enumerate(shards, start=1):
+        name = f"model-{n:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, directory / name, metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, name))
+    total = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")

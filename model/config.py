@@ -1,0 +1,293 @@
+"""MiniMaxConfig: the architecture's hyper-parameters under the original `config.json` field names, plus named presets.
+
+`from_pretrained` reads both the original MiniMax-Text-01 `config.json` and the transformers-native (`-hf`) one, so a
+checkpoint directory of either kind can be pointed at directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmx.errors import MmxError
+
+LIGHTNING = 0  # attn_type_list value of a lightning (linear) attention layer
+SOFTMAX = 1  # attn_type_list value of a softmax (full) attention layer
+
+
+def deepnorm_alpha(num_layers: int) -> float:
+    """The residual scale MiniMax-Text-01 uses for every sub-layer: (2L)^(1/4) (3.5566 for its 80 layers)."""
+    return (2 * num_layers) ** 0.25
+
+
+@dataclass
+class MiniMaxConfig:
+    """Hyper-parameters of a MiniMax-Text-01-style model; defaults are the full 456B model's values."""
+
+    vocab_size: int = 200064
+    hidden_size: int = 6144
+    intermediate_size: int = 9216  # per expert
+    num_hidden_layers: int = 80
+    num_attention_heads: int = 64  # both layer kinds
+    num_key_value_heads: int = 8  # softmax layers only (GQA)
+    head_dim: int = 128  # H·D need not equal hidden_size (64 × 128 = 8192 ≠ 6144)
+    attn_type_list: list[int] = field(default_factory=lambda: ([LIGHTNING] * 7 + [SOFTMAX]) * 10)
+    rotary_dim: int = 64  # only the first rotary_dim channels of a head rotate
+    rope_theta: float = 10_000_000.0
+    max_position_embeddings: int = 10_240_000
+    rms_norm_eps: float = 1e-5
+    num_local_experts: int = 32
+    num_experts_per_tok: int = 2
+    hidden_act: str = "silu"
+    layernorm_full_attention_alpha: float = deepnorm_alpha(80)
+    layernorm_full_attention_beta: float = 1.0
+    layernorm_linear_attention_alpha: float = deepnorm_alpha(80)
+    layernorm_linear_attention_beta: float = 1.0
+    layernorm_mlp_alpha: float = deepnorm_alpha(80)
+    layernorm_mlp_beta: float = 1.0
+    postnorm: bool = True  # residual branch carries the normed input (DeepNorm style)
+    tie_word_embeddings: bool = False
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    initializer_range: float = 0.02  # std of random weights (random:PRESET specs, training from scratch)
+
+    def __post_init__(self) -> None:
+        self.attn_type_list = list(self.attn_type_list)
+        problems = []
+        if len(self.attn_type_list) != self.num_hidden_layers:
+            problems.append(
+                f"attn_type_list has {len(self.attn_type_list)} entries for {self.num_hidden_layers} layers"
+            )
+        if any(t not in (LIGHTNING, SOFTMAX) for t in self.attn_type_list):
+            problems.append("attn_type_list entries must be 0 (lightning) or 1 (softmax)")
+        if self.num_attention_heads % self.num_key_value_heads:
+            problems.append(f"{self.num_attention_heads} heads do not split into {self.num_key_value_heads} KV groups")
+        if self.rotary_dim % 2 or not 0 < self.rotary_dim <= self.head_dim:
+            problems.append(f"rotary_dim {self.rotary_dim} must be even and within head_dim {self.head_dim}")
+        if not 0 < self.num_experts_per_tok <= self.num_local_experts:
+            problems.append(f"num_experts_per_tok {self.num_experts_per_tok} must be in 1..{self.num_local_experts}")
+        if self.hidden_act != "silu":
+            problems.append(f"hidden_act {self.hidden_act!r} is not supported (MiniMax-Text-01 uses silu)")
+        if self.tie_word_embeddings:
+            problems.append("tied embeddings are not supported (MiniMax-Text-01 has an untied lm_head)")
+        if problems:
+            raise MmxError(f"invalid MiniMax config: {'; '.join(problems)}", "fix the config fields named above")
+
+    @property
+    def lightning_layers(self) -> list[int]:
+        """Indices of the lightning-attention layers."""
+        return [i for i, t in enumerate(self.attn_type_list) if t == LIGHTNING]
+
+    @property
+    def softmax_layers(self) -> list[int]:
+        """Indices of the softmax-attention layers."""
+        return [i for i, t in enumerate(self.attn_type_list) if t == SOFTMAX]
+
+    @classmethod
+    def from_name(cls, name: str) -> MiniMaxConfig:
+        """A fresh copy of the preset `name`."""
+        if name not in PRESETS:
+            raise MmxError(f"unknown model preset {name!r}", f"choose one of {', '.join(PRESETS)} (see `mmx models`)")
+        return dataclasses.replace(PRESETS[name])
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> MiniMaxConfig:
+        """Build from a parsed config.json in the original or the transformers-native (`-hf`) layout."""
+        fields = _from_hf_layout(raw) if _is_hf_layout(raw) else _from_original_layout(raw)
+        return cls(**fields)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> MiniMaxConfig:
+        """Read `directory/config.json` (original or `-hf` layout)."""
+        path = Path(directory) / "config.json"
+        if not path.is_file():
+            raise MmxError(f"no config.json in {directory}", "point at a MiniMax checkpoint directory")
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise MmxError(f"{path} is not valid JSON ({err})", "restore the checkpoint's config.json") from err
+        return cls.from_dict(raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The original config.json fields (what `save_pretrained` writes)."""
+        return dataclasses.asdict(self)
+
+    def flops_per_token(self, context: float) -> float:
+        """Forward FLOPs for one token that attends to `context` keys in the softmax layers (MFU accounting).
+
+        Matmuls count 2 FLOPs per multiply-add: the active weights (attention, routed experts, router, lm_head;
+        embeddings are a lookup), softmax attention 4·H·D·context (scores and weighted sum), and lightning attention
+        4·H·D² (state update kᵀv and readout q·S — the recurrence, which the block form computes exactly). For a
+        prefill of T tokens pass the mean context (T + 1) / 2; for a decode step at position L pass L + 1. Training
+        costs about three times the forward.
+        """
+        h, H, D, kv = self.hidden_size, self.num_attention_heads, self.head_dim, self.num_key_value_heads
+        lightning_weights = h * 3 * H * D + h * H * D + H * D * h  # qkv_proj, output_gate, out_proj
+        softmax_weights = h * H * D + 2 * h * kv * D + H * D * h  # q, k, v, o
+        moe_weights = h * self.num_local_experts + self.num_experts_per_tok * 3 * h * self.intermediate_size
+        n_lin, n_soft = len(self.lightning_layers), len(self.softmax_layers)
+        weights = n_lin * lightning_weights + n_soft * softmax_weights + self.num_hidden_layers * moe_weights
+        weights += h * self.vocab_size  # lm_head
+        return 2.0 * weights + n_soft * 4.0 * H * D * context + n_lin * 4.0 * H * D * D
+
+
+# config.json keys that carry no architecture (or describe behaviour we do not model) and are dropped on read.
+_IGNORED_KEYS = {
+    "architectures",
+    "auto_map",
+    "model_type",
+    "transformers_version",
+    "torch_dtype",
+    "dtype",
+    "use_cache",
+    "output_router_logits",
+    "router_aux_loss_coef",
+    "router_jitter_noise",
+    "attention_dropout",
+    "pad_token_id",
+    "block_size",  # prefill tiling; the kernels choose their own (the result is exact either way)
+    "shared_moe_mode",  # only meaningful with a shared expert, which must be absent
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
+}
+
+
+def _is_hf_layout(raw: dict[str, Any]) -> bool:
+    return "layer_types" in raw or raw.get("model_type") == "minimax"
+
+
+def _check_unsupported(raw: dict[str, Any]) -> None:
+    shared = raw.get("shared_intermediate_size", 0)
+    if any(shared) if isinstance(shared, list) else shared:
+        raise MmxError("config.json asks for a shared expert", "MiniMax-Text-01 has none; this layout is unsupported")
+    if raw.get("sliding_window") is not None:
+        raise MmxError("config.json asks for sliding-window attention", "MiniMax-Text-01 attends to the full context")
+
+
+def _known(raw: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(MiniMaxConfig)}
+    return {k: v for k, v in raw.items() if k in names}
+
+
+def _from_original_layout(raw: dict[str, Any]) -> dict[str, Any]:
+    _check_unsupported(raw)
+    fields = _known(raw)
+    if fields.get("head_dim") is None and "hidden_size" in raw and "num_attention_heads" in raw:
+        fields["head_dim"] = raw["hidden_size"] // raw["num_attention_heads"]
+    return fields
+
+
+_HF_RESIDUAL_FACTORS = {
+    "full_attn_alpha_factor": "layernorm_full_attention_alpha",
+    "full_attn_beta_factor": "layernorm_full_attention_beta",
+    "linear_attn_alpha_factor": "layernorm_linear_attention_alpha",
+    "linear_attn_beta_factor": "layernorm_linear_attention_beta",
+    "mlp_alpha_factor": "layernorm_mlp_alpha",
+    "mlp_beta_factor": "layernorm_mlp_beta",
+}
+_HF_LAYER_TYPES = {"linear_attention": LIGHTNING, "full_attention": SOFTMAX}
+
+
+def _from_hf_layout(raw: dict[str, Any]) -> dict[str, Any]:
+    """Translate transformers' MiniMaxConfig: layer_types, *_factor residual scales, rope_parameters."""
+    _check_unsupported(raw)
+    fields = _known(raw)
+    fields.pop("attn_type_list", None)
+    head_dim = raw.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"]
+    fields["head_dim"] = head_dim
+    layer_types = raw.get("layer_types")
+    if layer_types is None:
+        raise MmxError("the -hf config.json has no layer_types", "add the per-layer attention kinds to config.json")
+    unknown = sorted(set(layer_types) - set(_HF_LAYER_TYPES))
+    if unknown:
+        raise MmxError(f"unknown layer_types {unknown}", f"expected {' or '.join(_HF_LAYER_TYPES)}")
+    fields["attn_type_list"] = [_HF_LAYER_TYPES[t] for t in layer_types]
+    for hf_name, name in _HF_RESIDUAL_FACTORS.items():
+        if hf_name in raw:
+            fields[name] = float(raw[hf_name])
+        else:  # transformers' default for an absent factor
+            fields[name] = 1.0
+    rope = raw.get("rope_parameters") or {}
+    rope_type = rope.get("rope_type", "default")
+    if rope_type != "default":
+        raise MmxError(f"rope_type {rope_type!r} is not supported", "MiniMax-Text-01 uses plain (default) RoPE")
+    fields["rope_theta"] = float(rope.get("rope_theta", raw.get("rope_theta", 1_000_000.0)))
+    factor = float(rope.get("partial_rotary_factor", raw.get("partial_rotary_factor", 1.0)))
+    fields["rotary_dim"] = int(head_dim * factor)
+    return fields
+
+
+def _preset(num_layers: int, **fields: Any) -> MiniMaxConfig:
+    """A preset whose residual alphas follow the DeepNorm rule for its depth, like the full model's."""
+    alpha = deepnorm_alpha(num_layers)
+    alphas = {
+        "layernorm_full_attention_alpha": alpha,
+        "layernorm_linear_attention_alpha": alpha,
+        "layernorm_mlp_alpha": alpha,
+    }
+    return MiniMaxConfig(num_hidden_layers=num_layers, **alphas, **fields)
+
+
+def _hybrid(num_layers: int, period: int = 8) -> list[int]:
+    """MiniMax's layout: every `period`-th layer is softmax attention, the rest lightning."""
+    return [SOFTMAX if (i + 1) % period == 0 else LIGHTNING for i in range(num_layers)]
+
+
+BYTE_VOCAB = 259  # mmx.model.ByteTokenizer: 256 bytes + PAD, BOS, EOS
+
+PRESETS: dict[str, MiniMaxConfig] = {
+    # The released model (456.1B total, 45.9B active).
+    "minimax-text-01": MiniMaxConfig(),
+    # Unit tests: every code path (lightning before and after a softmax layer, GQA, partial RoPE, 4 experts) in
+    # a model that runs in milliseconds on a CPU.
+    "tiny": _preset(
+        4,
+        attn_type_list=[LIGHTNING, LIGHTNING, SOFTMAX, LIGHTNING],
+        vocab_size=BYTE_VOCAB,
+        hidden_size=64,
+        intermediate_size=96,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        rotary_dim=8,
+        num_local_experts=4,
+        max_position_embeddings=1 << 20,
+        bos_token_id=257,
+        eos_token_id=258,
+    ),
+    # Speed and memory benchmarks: the full model's head size, GQA ratio, rotary fraction and 7:1 layout at a
+    # width that fits one GPU with long contexts; byte vocabulary so it runs with the byte tokenizer.
+    "small": _preset(
+        16,
+        attn_type_list=_hybrid(16),
+        vocab_size=BYTE_VOCAB,
+        hidden_size=1024,
+        intermediate_size=1536,
+        num_attention_heads=8,
+        num_key_value_heads=1,
+        head_dim=128,
+        rotary_dim=64,
+        num_local_experts=8,
+        bos_token_id=257,
+        eos_token_id=258,
+    ),
+    # The embedded default model's architecture (weights in model/weights/mmx-mini/, trained by `mmx train`).
+    "mmx-mini": _preset(
+        8,
+        attn_type_list=_hybrid(8),
+        vocab_size=BYTE_VOCAB,
+        hidden_size=256,
+        intermediate_size=512,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        head_dim=32,
+        rotary_dim=16,
+        num_local_experts=4,
+        bos_token_id=257,
+        eos_token_id=258,
+    ),
+}
