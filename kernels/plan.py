@@ -1,0 +1,121 @@
+"""Launch plan for the Triton paths: how the token axis is cut into segments, and the block sizes.
+
+A long sequence is cut into segments of `segment` rows so that many programs run at once: each segment's
+local state is computed in parallel, a short sequential scan turns those into every segment's start state, and
+then every segment produces its outputs in parallel, walking its blocks of `chunk` rows with the state held on
+chip. Packed sequences (`cu_seqlens`) and batch rows are the same thing to the kernels: a list of sequences laid
+end to end along the flattened token axis, none of whose segments crosses a boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+HEAD_DIMS = (16, 32, 64, 128)
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Block sizes and launch options; the defaults were tuned on an H100 (see results/reference/kernels-*)."""
+
+    chunk: int = 64  # rows per block inside a segment: the intra-block products are chunk × chunk
+    segment: int | None = None  # rows per segment (a multiple of chunk); None sizes it to fill the device
+    programs_per_sm: int = 4  # how many programs per multiprocessor the automatic segment size aims at
+    max_segment: int = 16384  # longer segments save little state traffic but lose parallelism
+    value_split: int = 1  # forward programs per head along the value dim (more programs, q/k read again)
+    fwd_warps: int = 4
+    fwd_stages: int = 2
+    bwd_chunk: int = 64
+    bwd_warps: int = 4
+    bwd_stages: int = 2
+    decode_block_v: int = 32  # value columns of the state per decode program
+
+    def with_(self, **changes: object) -> KernelConfig:
+        """A copy with some fields changed (used by the benchmark's tuning sweep)."""
+        return replace(self, **changes)
+
+
+DEFAULT_CONFIG = KernelConfig()
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """Segments over the flattened token axis, as int32 device tensors the kernels index by program id.
+
+    seg_bos/seg_len: first row and length of each segment; seg_seq: its sequence; seq_ptr [N+1]: the segments of
+    sequence n are seq_ptr[n] .. seq_ptr[n+1]-1, in order; local_segs: the segments followed by another of the same
+    sequence. `multi` is True when some sequence has more than one
+    segment, i.e. when the local-state and scan kernels have work to do.
+    """
+
+    seg_bos: torch.Tensor
+    seg_len: torch.Tensor
+    seg_seq: torch.Tensor
+    seq_ptr: torch.Tensor
+    local_segs: torch.Tensor  # segments that are not the last of their sequence: their local state is scanned
+    n_seqs: int
+    n_segments: int
+    segment: int
+    multi: bool
+    empty_seqs: tuple[int, ...]  # sequences of length 0: their final state is their initial state
+
+
+def sm_count(device: torch.device) -> int:
+    """Multiprocessors on `device`; a small stand-in on the CPU (the interpreter) so segmenting is exercised."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 2
+
+
+def choose_segment(total_rows: int, heads: int, chunk: int, n_sm: int, config: KernelConfig) -> int:
+    """Longest power-of-two multiple of `chunk` (≤ max_segment) that still gives every multiprocessor work."""
+    if config.segment is not None:
+        return config.segment
+    target = config.programs_per_sm * n_sm
+    segment = chunk
+    while segment * 2 <= config.max_segment and -(-total_rows // (segment * 2)) * heads * config.value_split >= target:
+        segment *= 2
+    return segment
+
+
+def build_plan(lengths: list[int], segment: int, device: torch.device) -> SegmentPlan:
+    """Cut sequences of the given lengths (laid end to end) into segments of at most `segment` rows."""
+    lens = torch.tensor(lengths, dtype=torch.int64)
+    starts = torch.cumsum(lens, 0) - lens  # [N]
+    nseg = (lens + segment - 1) // segment  # [N]; a sequence of length 0 has no segment
+    seq_ptr = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(nseg, 0)])  # [N+1]
+    seg_seq = torch.repeat_interleave(torch.arange(len(lengths)), nseg)  # [S]
+    local = torch.arange(int(seq_ptr[-1])) - seq_ptr[seg_seq]  # [S] index of the segment inside its sequence
+    seg_bos = starts[seg_seq] + local * segment  # [S]
+    seg_len = torch.minimum(starts[seg_seq] + lens[seg_seq] - seg_bos, torch.tensor(segment))  # [S]
+    is_last = torch.zeros(len(seg_seq), dtype=torch.bool)
+    is_last[seq_ptr[1:][nseg > 0] - 1] = True
+    if int(lens.sum()) >= 2**31:
+        raise ValueError("more than 2**31 rows along the token axis are not supported")
+
+    def dev(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device=device, dtype=torch.int32)
+
+    return SegmentPlan(
+        seg_bos=dev(seg_bos),
+        seg_len=dev(seg_len),
+        seg_seq=dev(seg_seq),
+        seq_ptr=dev(seq_ptr),
+        local_segs=dev(torch.nonzero(~is_last).flatten()),
+        n_seqs=len(lengths),
+        n_segments=int(seq_ptr[-1]),
+        segment=segment,
+        multi=bool((nseg > 1).any()),
+        empty_seqs=tuple(int(i) for i in torch.nonzero(lens == 0).flatten()),
+    )
+
+
+def plan_for(
+    batch: int, seqlen: int, heads: int, seq_lengths: list[int] | None, device: torch.device, config: KernelConfig
+) -> SegmentPlan:
+    """The plan for one call: `batch` rows of `seqlen`, or packed sequences of `seq_lengths` (batch = 1)."""
+    lengths = seq_lengths if seq_lengths is not None else [seqlen] * batch
+    segment = choose_segment(batch * seqlen, heads, config.chunk, sm_count(device), config)
+    return build_plan(lengths, segment, device)
