@@ -1,0 +1,127 @@
+"""Chunked prefill, one-token decode, greedy generation and continuation log-probabilities.
+
+Prefill feeds a prompt through the cache `chunk_size` tokens at a time, so activations never exceed one chunk however
+long the prompt is (only the cache grows with it), and computes logits for the last position only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .cache import ModelCache
+from .modeling import MiniMaxForCausalLM
+
+DEFAULT_CHUNK = 4096  # tokens per prefill step: large enough to keep a GPU busy, small enough to bound activations
+
+
+@torch.inference_mode()
+def prefill(
+    model: MiniMaxForCausalLM, input_ids: torch.Tensor, cache: ModelCache, chunk_size: int = DEFAULT_CHUNK
+) -> torch.Tensor:
+    """Feed input_ids [B, T] (T ≥ 1) into `cache` in chunks; return the logits after the last token [B, V]."""
+    if input_ids.shape[1] == 0:
+        raise ValueError("prefill needs at least one token")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    cache.reserve(max(cache.lengths) + input_ids.shape[1])
+    logits = None
+    for start in range(0, input_ids.shape[1], chunk_size):
+        logits = model(input_ids[:, start : start + chunk_size], cache=cache, logits_to_keep=1)
+    return logits[:, -1]  # type: ignore[index]
+
+
+@torch.inference_mode()
+def decode_step(model: MiniMaxForCausalLM, tokens: torch.Tensor, cache: ModelCache) -> torch.Tensor:
+    """Append one token per row (tokens [B]) and return the next-token logits [B, V]."""
+    return model(tokens[:, None], cache=cache)[:, -1]
+
+
+def _stop_at(tokens: list[int], stop_ids: set[int], stop_sequences: Sequence[Sequence[int]]) -> int | None:
+    """Length to cut `tokens` to if its newest token completes a stop id or stop sequence, else None."""
+    if tokens[-1] in stop_ids:
+        return len(tokens) - 1
+    for seq in stop_sequences:
+        if seq and len(tokens) >= len(seq) and tokens[-len(seq) :] == list(seq):
+            return len(tokens) - len(seq)
+    return None
+
+
+@torch.inference_mode()
+def generate(
+    model: MiniMaxForCausalLM,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    *,
+    stop_ids: Sequence[int] = (),
+    stop_sequences: Sequence[Sequence[int]] = (),
+    chunk_size: int = DEFAULT_CHUNK,
+) -> list[list[int]]:
+    """Greedy continuations of `prompts` (new tokens only, any stop id or stop sequence excluded).
+
+    Each prompt is prefilled alone, then all rows decode together with their own positions and masked K/V lengths,
+    so a batch gives exactly the tokens one-at-a-time generation gives.
+    """
+    if any(not p for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    if not prompts or max_new_tokens <= 0:
+        return [[] for _ in prompts]
+    device = model.device
+    cache = model.new_cache(len(prompts))
+    cache.reserve(max(len(p) for p in prompts) + max_new_tokens)
+    first = []
+    for row, prompt in enumerate(prompts):
+        single = model.new_cache(1)
+        first.append(prefill(model, torch.tensor([prompt], device=device), single, chunk_size))
+        cache.load_row(row, single)
+        del single
+    next_tokens = torch.cat(first).argmax(dim=-1)  # [B]
+    outputs: list[list[int]] = [[] for _ in prompts]
+    done = [False] * len(prompts)
+    stops = set(stop_ids)
+    for step in range(max_new_tokens):
+        for row, token in enumerate(next_tokens.tolist()):
+            if done[row]:
+                continue
+            outputs[row].append(token)
+            cut = _stop_at(outputs[row], stops, stop_sequences)
+            if cut is not None:
+                del outputs[row][cut:]
+                done[row] = True
+        if all(done) or step == max_new_tokens - 1:
+            break
+        next_tokens = decode_step(model, next_tokens, cache).argmax(dim=-1)
+    return outputs
+
+
+@torch.inference_mode()
+def token_logprobs(
+    model: MiniMaxForCausalLM, input_ids: Sequence[int], start: int, chunk_size: int = DEFAULT_CHUNK
+) -> tuple[list[float], list[bool]]:
+    """For t in [start, len(input_ids)): log p(input_ids[t] | input_ids[:t]) and whether it is the greedy choice.
+
+    The sequence streams through the cache in chunks; logits are kept only for positions that predict a scored token,
+    so a long context costs no more memory than a prefill.
+    """
+    if not 1 <= start <= len(input_ids):
+        raise ValueError(f"start must be in 1..{len(input_ids)} (the first token has no prediction), got {start}")
+    if start == len(input_ids):
+        return [], []
+    ids = torch.tensor([list(input_ids)], device=model.device)  # [1, N]
+    cache = model.new_cache(1)
+    cache.reserve(ids.shape[1])
+    logprobs: list[float] = []
+    greedy: list[bool] = []
+    fed = ids.shape[1] - 1  # the last token predicts nothing
+    for begin in range(0, fed, chunk_size):
+        end = min(begin + chunk_size, fed)
+        keep = end - max(begin, start - 1)  # positions in this chunk whose next token is scored
+        logits = model(ids[:, begin:end], cache=cache, logits_to_keep=max(keep, 1))
+        if keep <= 0:
+            continue
+        targets = ids[0, end - keep + 1 : end + 1]  # [keep]
+        scores = torch.log_softmax(logits[0, -keep:].float(), dim=-1)  # [keep, V]
+        logprobs += scores.gather(1, targets[:, None])[:, 0].tolist()
+        greedy += (scores.argmax(dim=-1) == targets).tolist()
+    return logprobs, greedy
