@@ -26,6 +26,7 @@ def _register_commands() -> None:
     """Import each command module; importing one adds its commands or sub-apps to `app`."""
     import mmx.cli_info
     import mmx.cli_report
+    import mmx.cli_serve
     import mmx.cli_train
     import mmx.groups  # noqa: F401  (one import per command module; add yours on its own line)
 

@@ -66,3 +66,7 @@ def load_backend(spec: str, **options: Any) -> Backend:
         known = ", ".join(sorted({*_FACTORIES, *_LOADERS} - {"name"}))
         raise MmxError(f"unknown model spec {spec!r}", f"use a preset name or one of the prefixes {known}")
     return _FACTORIES[prefix](rest, **options)
+
+
+register_lazy("hf", "mmx.model.hf_backend")
+register_lazy("openai", "mmx.model.openai_backend")

@@ -1,0 +1,71 @@
+"""Fixtures for backend tests: a tiny Hugging Face causal LM with a locally trained tokenizer, saved to a temp dir.
+
+Nothing is downloaded. The model has random weights drawn with a large init scale, so its greedy choices win by wide
+margins and batched (left-padded) and one-at-a-time runs pick the same tokens despite float noise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+_CORPUS = [
+    "One of the special magic numbers for {k} is: {v}.",
+    "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.",
+    "What are all the special magic numbers for {k} mentioned in the provided text?",
+    "Question: which answer is right? Answer: the first one, the second one, or none of them.",
+]
+
+
+def build_tiny_hf(directory: Path, *, with_bos: bool = True, seed: int = 0) -> Path:
+    """Write a 2-layer Llama (hidden 32, vocab ~300, context 4096) and its byte-level BPE tokenizer to `directory`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    lines = [t.format(k=f"key-{i}", v=1000 * i + 7) for i in range(50) for t in _CORPUS]
+    tok.train_from_iterator(lines, trainer)
+    if with_bos:
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast.chat_template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}[assistant] "
+    fast.save_pretrained(directory)
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        initializer_range=0.5,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny HF model directory shared by the whole session (building it takes about a second)."""
+    return build_tiny_hf(tmp_path_factory.mktemp("tiny-hf"))
+
+
+@pytest.fixture(scope="session")
+def hf_backend(hf_dir: Path):
+    """The `hf:` backend over the tiny model, on the CPU in fp32."""
+    from mmx.model.backend import load_backend
+
+    return load_backend(f"hf:{hf_dir}", device="cpu", batch_size=4)
