@@ -1,0 +1,67 @@
+"""Tasks by name, the suites, and option checking, so `get_task("niah_single_2", corpus=...)` is all a runner needs."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from mmx.errors import MmxError
+from mmx.tasks.base import Task
+from mmx.tasks.niah import RULER_NIAH, NiahTask
+
+RULER_TASKS = [
+    "niah_single_1",
+    "niah_single_2",
+    "niah_single_3",
+    "niah_multikey_1",
+    "niah_multikey_2",
+    "niah_multikey_3",
+    "niah_multivalue",
+    "niah_multiquery",
+    "vt",
+    "cwe",
+    "fwe",
+    "qa_1",
+    "qa_2",
+]
+SUITES: dict[str, list[str]] = {"ruler": RULER_TASKS, "niah": ["niah"]}
+
+_FACTORIES: dict[str, Callable[..., Task]] = {name: partial(NiahTask, name, spec) for name, spec in RULER_NIAH.items()}
+
+
+def list_tasks() -> list[str]:
+    """Every task name, RULER's in their usual order first."""
+    return [name for name in RULER_TASKS if name in _FACTORIES] + sorted(set(_FACTORIES) - set(RULER_TASKS))
+
+
+def task_options(name: str) -> dict[str, Any]:
+    """The keyword options a task accepts, with their defaults."""
+    factory = _factory(name)
+    target = factory.func if isinstance(factory, partial) else factory
+    options: dict[str, Any] = {}
+    for cls in getattr(target, "__mro__", (target,)):
+        init = cls.__dict__.get("__init__") if isinstance(cls, type) else cls
+        if init is None:
+            continue
+        for param in inspect.signature(init).parameters.values():
+            if param.kind is param.KEYWORD_ONLY:
+                options.setdefault(param.name, param.default)
+    return options
+
+
+def get_task(name: str, **options: Any) -> Task:
+    """The task called `name`, built with `options`; unknown names and options are one clear error."""
+    factory = _factory(name)
+    unknown = sorted(set(options) - set(task_options(name)))
+    if unknown:
+        accepted = ", ".join(task_options(name)) or "none"
+        raise MmxError(f"task {name} has no option {', '.join(unknown)}", f"options it accepts: {accepted}")
+    return factory(**options)
+
+
+def _factory(name: str) -> Callable[..., Task]:
+    if name not in _FACTORIES:
+        raise MmxError(f"unknown task {name!r}", f"choose one of {', '.join(list_tasks())} (see `mmx tasks list`)")
+    return _FACTORIES[name]
