@@ -239,7 +239,8 @@ def niah_heatmap(a: RunAnalysis) -> Chart | None:
             for (i, j), value in np.ndenumerate(grid):
                 cell = matrix.cells.get((matrix.depths[i], matrix.lengths[j]))
                 text = "OOM" if cell is not None and cell.oom else ("–" if np.isnan(value) else f"{value:.0f}")
-                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="#111827")
+                dark = not np.isnan(value) and (value < 25 or value > 80)  # the scale's deep red and deep green
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "#111827")
         ax.set_xticks(range(len(matrix.lengths)), [format_size(n) for n in matrix.lengths])
         ax.set_yticks(range(len(matrix.depths)), [f"{d:g}%" for d in matrix.depths])
         ax.set_xlabel("context length (tokens)")
@@ -250,25 +251,33 @@ def niah_heatmap(a: RunAnalysis) -> Chart | None:
     return Chart(f"niah-{a.run.path.name}", title, f"needle depth × length heatmap for {a.run.label}", to_data_uri(fig))
 
 
-def _bench_panel(ax: Axes, series: list[tuple[str, str, BenchSeries]], field: str, log_y: bool) -> None:
+def _bench_panel(ax: Axes, series: list[tuple[str, str, BenchSeries]], field: str) -> None:
+    """One measure against length; a log y axis only when the curves span more than a factor of 30."""
+    values = []
     for label, color, s in series:
         points = [(p.length, getattr(p, field)) for p in s.points if getattr(p, field) is not None]
         if points:
             xs, ys = zip(*points, strict=True)
+            values += ys
             ax.plot(xs, ys, marker="o", ms=4, lw=1.8, color=color, label=label)
         failed = [p.length for p in s.points if p.status != "ok"]
         if failed:  # drawn along the top edge: a failure has no value, only a place on the length axis
             ax.scatter(
                 failed,
-                [0.96] * len(failed),
+                [0.97] * len(failed),
                 marker="x",
-                s=36,
+                s=40,
+                linewidths=2,
                 color=color,
                 transform=ax.get_xaxis_transform(),
                 zorder=6,
+                clip_on=False,
             )
-    if log_y:
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) > 30:
         ax.set_yscale("log")
+    else:
+        ax.set_ylim(bottom=0, top=1.12 * max(values, default=1.0))
 
 
 def bench_chart(report: Report, bench: str) -> Chart | None:
@@ -279,22 +288,21 @@ def bench_chart(report: Report, bench: str) -> Chart | None:
         own = [s for s in a.bench if s.bench == bench]
         for k, s in enumerate(own):
             color = colors[a.run.label] if k == 0 else PALETTE[(list(colors).index(a.run.label) + 3 * k) % len(PALETTE)]
-            series.append((f"{a.run.label} · {s.name}" if s.name else a.run.label, color, s))
+            label = a.run.label if s.name in ("", a.run.model_name) else f"{a.run.label} · {s.name}"
+            series.append((label, color, s))
     if not series:
         return None
     lengths = [p.length for _, _, s in series for p in s.points]
     with rc_context(_STYLE):
         fig = _figure(9.0, 3.4)
         left, right = fig.subplots(1, 2)
-        _bench_panel(left, series, "tokens_per_s", log_y=True)
-        _bench_panel(right, series, "peak_mem_gb", log_y=False)
-        for ax, ylabel in ((left, "tokens / s (log scale)"), (right, "peak memory (GB)")):
+        for ax, measure, ylabel in ((left, "tokens_per_s", "tokens / s"), (right, "peak_mem_gb", "peak memory (GB)")):
+            _bench_panel(ax, series, measure)
             _length_axis(ax, lengths)
             ax.set_xlabel("context length (tokens, log₂ scale)")
-            ax.set_ylabel(ylabel)
+            ax.set_ylabel(ylabel + (" (log scale)" if ax.get_yscale() == "log" else ""))
         left.set_title(f"{bench}: throughput")
         right.set_title(f"{bench}: peak memory")
-        right.set_ylim(bottom=0)
         handles, labels = left.get_legend_handles_labels()
         if handles:
             fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(handles)), fontsize=8)

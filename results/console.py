@@ -16,6 +16,8 @@ _TAG_STYLE = {
     "oom": "bold magenta",
     "error": "bold red",
     "missing": "dim",
+    "beyond": "dim",
+    "strong": "bold",
     "pass": "green",
     "fail": "red",
 }
@@ -65,6 +67,8 @@ def to_rich(table: Table) -> RichTable:
     for i, header in enumerate(_headers(table)):
         if i == 0:
             out.add_column(header, justify="left", min_width=label_width)
+        elif i < table.text_columns:
+            out.add_column(header, justify="left")
         else:
             out.add_column(header, justify="right", no_wrap=True)
     for row in table.rows:
@@ -85,7 +89,7 @@ def split_blocks(table: Table) -> list[Table]:
     for label, span in table.groups[1:]:
         rows = [Row(row.cells[:start] + row.cells[start : start + span], row.tags) for row in table.rows]
         columns = lead + table.columns[start : start + span]
-        parts.append(Table(table.key, f"{table.title} — {label}", columns, rows, notes=table.notes))
+        parts.append(Table(table.key, f"{table.title} — {label}", columns, rows, notes=table.notes, text_columns=1))
         start += span
     return parts
 

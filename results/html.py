@@ -6,7 +6,6 @@ Nothing in it runs script or fetches anything, so it opens the same from an e-ma
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import shlex
 from pathlib import Path
 from typing import Any
@@ -42,10 +41,10 @@ def flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
         for key in value:
             out += flatten(value[key], f"{prefix}.{key}" if prefix else str(key))
         return out
-    if isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value):
-        return [(prefix, ", ".join(str(v) for v in value))]
-    if isinstance(value, (dict, list)):
-        return [(prefix, json.dumps(value))]
+    if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        return [pair for i, v in enumerate(value) for pair in flatten(v, f"{prefix}[{i}]")]
+    if isinstance(value, list):
+        return [(prefix, ", ".join(str(v) for v in value) or "—")]
     return [(prefix, "—" if value is None else str(value))]
 
 
@@ -63,18 +62,22 @@ def run_card(a: RunAnalysis, color: str) -> dict[str, Any]:
         "seed": run.params.get("seed"),
         "weights": "random (untrained): scores are meaningless" if run.random_weights else "trained",
     }
+    model = {k: v for k, v in run.model.items() if k != "config"}
+    params = {k: v for k, v in run.params.items() if k not in ("model", "task_params")}
     return {
         "label": run_title(run),
         "color": color,
         "random": run.random_weights,
-        "complete": run.progress.complete,
+        "status": run.progress.status,
         "notes": run.progress.notes,
-        "sections": [
-            ("Run", [(k, str(v)) for k, v in overview.items() if v is not None]),
-            ("Model", flatten(run.model)),
-            ("Parameters", flatten(run.params)),
-            ("Hardware", flatten(run.meta.get("hardware") or {})),
-            ("Versions", flatten(run.meta.get("versions") or {})),
+        "sections": [  # (title, items, folded): long, rarely read sections start folded
+            ("Run", [(k, str(v)) for k, v in overview.items() if v is not None], False),
+            ("Model", flatten(model), False),
+            ("Parameters", flatten(params), False),
+            ("Hardware", flatten(run.meta.get("hardware") or {}), False),
+            ("Versions", flatten(run.meta.get("versions") or {}), False),
+            ("Model config", flatten(run.model.get("config") or {}), True),
+            ("Task parameters", flatten(run.params.get("task_params") or {}), True),
         ],
     }
 
@@ -123,7 +126,7 @@ def _warnings(report: Report) -> list[str]:
     random = [a.run.label for a in report.analyses if a.run.random_weights]
     if random:
         out.append(f"Random weights: {', '.join(random)} — these runs test the pipeline; their scores mean nothing.")
-    partial = [a.run.label for a in report.analyses if not a.run.progress.complete]
+    partial = [a.run.label for a in report.analyses if a.run.progress.status != "complete"]
     if partial:
         out.append(f"Incomplete or partly failed: {', '.join(partial)} — see the notes under Runs.")
     return out

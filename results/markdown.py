@@ -27,7 +27,7 @@ def table_markdown(table: Table) -> str:
     headers = _headers(table)
     lines = [f"### {table.title}", ""]
     lines.append("| " + " | ".join(_escape(h) for h in headers) + " |")
-    lines.append("|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|")
+    lines.append("|" + "|".join([":---"] * table.text_columns + ["---:"] * (len(headers) - table.text_columns)) + "|")
     for row in table.rows:
         texts = [_escape(c.text) for c in row.cells]
         if "effective" in {t for c in row.cells for t in c.tags}:

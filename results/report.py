@@ -143,7 +143,7 @@ class Report:
                     "hardware": run.meta.get("hardware"),
                     "git_commit": run.meta.get("git_commit"),
                     "started_at": run.meta.get("started_at"),
-                    "complete": run.progress.complete,
+                    "status": run.progress.status,
                     "notes": run.progress.notes,
                     "cells": [
                         {"task": c.task, "length": c.length, "score": c.mean, "n": c.n, "statuses": dict(c.counts)}

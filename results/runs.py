@@ -94,6 +94,16 @@ class Run:
         return sorted({n for _, n in self.cells})
 
     @property
+    def max_context(self) -> int | None:
+        """The model's maximum context from its description; the runner skips longer lengths without a record."""
+        value = self.model.get("max_context")
+        return value if isinstance(value, int) and value > 0 else None
+
+    def beyond_context(self, length: int) -> bool:
+        """True for a length the model cannot take, so a missing cell there is expected, not a gap."""
+        return self.max_context is not None and length > self.max_context
+
+    @property
     def score_tasks(self) -> list[str]:
         """Tasks that belong in score-per-length tables (the needle grid has its own heatmap)."""
         return [t for t in self.expected_tasks if t != NIAH_TASK]
@@ -109,36 +119,45 @@ class Run:
 
 @dataclass(frozen=True)
 class Progress:
-    """What a run holds against what its parameters promised."""
+    """What a run holds against what its parameters promised: `complete` when nothing asked for is missing,
+    `failures` counts what ran and failed (OOM cells or measurements, errored samples); `notes` say it in words."""
 
-    expected: int | None
+    complete: bool
     recorded: int
-    statuses: dict[str, int]
+    expected: int | None = None
+    failures: int = 0
     short_cells: list[tuple[str, int, int, int]] = field(default_factory=list)  # task, length, recorded, expected
-    oom_cells: list[tuple[str, int]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
-    def complete(self) -> bool:
-        return not self.notes
+    def status(self) -> str:
+        if not self.complete:
+            return "incomplete"
+        return "complete, with failures" if self.failures else "complete"
 
 
 def progress(run: Run) -> Progress:
     """Compare the samples (or bench records, or lm-eval results) on disk with what the run was started to produce."""
     if run.kind == "lm-eval":
         notes = [] if run.lm_eval else [f"no {LM_EVAL_FILE} yet: the run is still going or stopped before the end"]
-        return Progress(expected=None, recorded=len(run.lm_eval or {}), statuses={}, notes=notes)
+        return Progress(complete=bool(run.lm_eval), recorded=len(run.lm_eval or {}), notes=notes)
     if run.kind == "bench":
         return _bench_progress(run)
-    statuses = Counter(sample_status(r) for r in run.samples)
     per_sample = run.params.get("samples")
     notes: list[str] = []
     short: list[tuple[str, int, int, int]] = []
     expected = None
     if isinstance(per_sample, int) and run.params.get("tasks") and run.params.get("lengths"):
-        expected = per_sample * len(run.expected_tasks) * len(run.expected_lengths)
+        lengths = [n for n in run.expected_lengths if not run.beyond_context(n)]
+        beyond = [format_size(n) for n in run.expected_lengths if run.beyond_context(n)]
+        if beyond:
+            notes.append(
+                f"not run at {', '.join(beyond)}: longer than the model's maximum context "
+                f"({format_size(run.max_context)} tokens)"
+            )
+        expected = per_sample * len(run.expected_tasks) * len(lengths)
         for task in run.expected_tasks:
-            for length in run.expected_lengths:
+            for length in lengths:
                 cell = run.cells.get((task, length))
                 got = cell.total if cell else 0
                 if got < per_sample:
@@ -148,37 +167,34 @@ def progress(run: Run) -> Progress:
                 f"incomplete: {len(run.samples)} of {expected} samples on disk (still running, or stopped early); "
                 f"{len(short)} cell(s) short: {_name_cells([(t, n, f' {g}/{e}') for t, n, g, e in short])}"
             )
+    elif not run.samples:
+        notes.append("no samples on disk yet")
     oom = [key for key, cell in run.cells.items() if cell.oom]
     if oom:
         notes.append(f"{len(oom)} cell(s) ran out of memory: {_name_cells([(t, n, '') for t, n in oom])}")
-    failed = sum(count for status, count in statuses.items() if status not in (OK, OOM))
-    if failed:
-        notes.append(f"{failed} sample(s) ended in an error and are left out of the means")
-    if not run.samples and expected is None:
-        notes.append("no samples on disk yet")
+    errors = sum(1 for r in run.samples if sample_status(r) not in (OK, OOM))
+    if errors:
+        notes.append(f"{errors} sample(s) ended in an error and are left out of the means")
     return Progress(
-        expected=expected,
+        complete=not short and bool(run.samples),
         recorded=len(run.samples),
-        statuses=dict(statuses),
+        expected=expected,
+        failures=len(oom) + errors,
         short_cells=short,
-        oom_cells=oom,
         notes=notes,
     )
 
 
 def _bench_progress(run: Run) -> Progress:
-    statuses = Counter(str(r.get("status") or OK) for r in run.bench)
-    notes = []
-    if not run.bench:
-        notes.append("no measurements on disk yet")
+    notes = [] if run.bench else ["no measurements on disk yet"]
     oom = [r for r in run.bench if r.get("status") == OOM]
     if oom:
         names = _name_cells([(f"{r.get('bench', '')} {bench_series_name(r)}", r.get("length", 0), "") for r in oom])
         notes.append(f"{len(oom)} measurement(s) ran out of memory: {names}")
-    failed = sum(count for status, count in statuses.items() if status not in (OK, OOM))
-    if failed:
-        notes.append(f"{failed} measurement(s) ended in an error")
-    return Progress(expected=None, recorded=len(run.bench), statuses=dict(statuses), notes=notes)
+    errors = sum(1 for r in run.bench if r.get("status") not in (None, OK, OOM))
+    if errors:
+        notes.append(f"{errors} measurement(s) ended in an error")
+    return Progress(complete=bool(run.bench), recorded=len(run.bench), failures=len(oom) + errors, notes=notes)
 
 
 def bench_series_name(record: dict[str, Any]) -> str:

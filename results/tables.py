@@ -1,9 +1,10 @@
-"""Report tables as plain data (headers, rows of text cells with tags), so the terminal, Markdown, CSV-free HTML and
-tests all show the same numbers; renderers only decide how a tag looks.
+"""Report tables as plain data (headers, rows of text cells with tags), so the terminal, Markdown and HTML renderers
+and the tests all see the same numbers; a renderer only decides how a tag looks.
 
 Cell tags: "pass"/"fail" (a length mean above/below the threshold), "effective" (the effective length), "partial"
-(fewer samples or tasks than asked for, also marked "*" in the text), "oom", "missing", "error". Row tags: "reference"
-(published, not measured), "random" (untrained weights), "mean".
+(fewer samples or tasks than asked for, also marked "*" in the text), "oom", "missing", "error", "strong" (a headline
+figure), "beyond" (longer than the model's maximum context, so never run). Row tags: "reference" (published, not
+measured), "random" (untrained weights), "mean".
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from mmx.sizes import format_size
 
 PARTIAL_MARK = "*"
 MISSING = "—"
+BEYOND = "n/a"
+BEYOND_NOTE = f"{BEYOND}: longer than the model's maximum context, so not run."
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class Table:
     rows: list[Row]
     groups: list[tuple[str, int]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    text_columns: int = 1  # how many leading columns hold words (left-aligned); the rest hold numbers
 
 
 def fmt_score(value: float) -> str:
@@ -66,10 +70,10 @@ def _short_keys(run: Run) -> set[tuple[str, int]]:
     }
 
 
-def score_cell(cell: CellScore | None, partial: bool = False) -> Cell:
-    """A task × length cell: the score, or OOM / error / missing instead of a number that is not there."""
+def score_cell(cell: CellScore | None, partial: bool = False, beyond: bool = False) -> Cell:
+    """A task × length cell: the score, or OOM / error / n/a / missing instead of a number that is not there."""
     if cell is None:
-        return Cell(MISSING, tags=("missing",))
+        return Cell(BEYOND, tags=("beyond",)) if beyond else Cell(MISSING, tags=("missing",))
     if cell.mean is None:
         return Cell("OOM", tags=("oom",)) if cell.oom else Cell("error", tags=("error",))
     if partial:
@@ -80,8 +84,9 @@ def score_cell(cell: CellScore | None, partial: bool = False) -> Cell:
 def _length_cell(a: RunAnalysis, length: int, threshold: float, effective: int | None, short: set) -> Cell:
     mean: LengthMean | None = a.means.get(length)
     if mean is None or mean.mean is None:
-        oom = any(cell.oom for (t, n), cell in a.run.cells.items() if n == length)
-        return Cell("OOM", tags=("oom",)) if oom else Cell(MISSING, tags=("missing",))
+        if any(cell.oom for (t, n), cell in a.run.cells.items() if n == length):
+            return Cell("OOM", tags=("oom",))
+        return Cell(BEYOND, tags=("beyond",)) if a.run.beyond_context(length) else Cell(MISSING, tags=("missing",))
     partial = not mean.complete or any((t, length) in short for t in a.run.score_tasks)
     tags = ["pass" if mean.mean > threshold else "fail"]
     if length == effective:
@@ -96,7 +101,7 @@ def _figure_cells(summary: Summary) -> list[Cell]:
         return Cell(fmt_score(v), v) if v is not None else Cell(MISSING, tags=("missing",))
 
     if summary.effective_length is not None:
-        eff = Cell(format_size(summary.effective_length), tags=("effective",))
+        eff = Cell(format_size(summary.effective_length), tags=("strong",))
     elif summary.means:
         eff = Cell(f"< {format_size(min(summary.means))}", tags=("fail",))
     else:
@@ -144,6 +149,8 @@ def summary_table(report: Report) -> Table | None:
     ]
     if any_partial:
         notes.append(f"{PARTIAL_MARK} partial: fewer tasks or samples than the run asked for (see the run notes).")
+    if any(c.text == BEYOND for row in rows for c in row.cells):
+        notes.append(BEYOND_NOTE)
     if report.references:
         src = report.references[0].source
         notes.append(
@@ -170,7 +177,9 @@ def task_table(report: Report) -> Table | None:
     for task in tasks:
         cells = [Cell(task)]
         for a, short in zip(scored, shorts, strict=True):
-            cells += [score_cell(a.run.cells.get((task, n)), (task, n) in short) for n in a.means]
+            cells += [
+                score_cell(a.run.cells.get((task, n)), (task, n) in short, a.run.beyond_context(n)) for n in a.means
+            ]
         rows.append(Row(cells))
     mean_cells = [Cell("Mean")]
     for a, short in zip(scored, shorts, strict=True):
@@ -180,6 +189,8 @@ def task_table(report: Report) -> Table | None:
     notes = ["Scores × 100 over the samples that ran; OOM: every sample in the cell ran out of memory."]
     if any(shorts):
         notes.append(f"{PARTIAL_MARK} partial: fewer samples than the run asked for, or some ended in an error.")
+    if any(c.text == BEYOND for row in rows for c in row.cells):
+        notes.append(BEYOND_NOTE)
     return Table("tasks", "Score per task and length", columns, rows, groups=groups, notes=notes)
 
 
@@ -227,7 +238,8 @@ def bench_table(a: RunAnalysis) -> Table | None:
                 )
             )
     columns = ["Bench", "Model / kernel", "Length", "Tokens/s", "TTFT (s)", "Peak mem (GB)", "Status"]
-    return Table(f"bench-{a.run.path.name}", f"Throughput and memory — {run_title(a.run)}", columns, rows)
+    title = f"Throughput and memory — {run_title(a.run)}"
+    return Table(f"bench-{a.run.path.name}", title, columns, rows, text_columns=2)
 
 
 def _metric_rows(results: dict[str, dict[str, Any]]) -> dict[tuple[str, str], str]:
@@ -247,7 +259,7 @@ def _metric_rows(results: dict[str, dict[str, Any]]) -> dict[tuple[str, str], st
 
 def lm_eval_table(report: Report) -> Table | None:
     """lm-eval results: one row per task and metric, one column per run."""
-    runs = [a.run for a in report.analyses if a.run.kind == "lm-eval"]
+    runs = [a.run for a in report.analyses if a.run.kind == "lm-eval" and a.run.lm_eval]
     if not runs:
         return None
     per_run = [_metric_rows(run.lm_eval or {}) for run in runs]
@@ -256,7 +268,7 @@ def lm_eval_table(report: Report) -> Table | None:
         Row([Cell(task), Cell(metric)] + [Cell(m.get((task, metric), MISSING)) for m in per_run])
         for task, metric in keys
     ]
-    return Table("lm-eval", "lm-eval results", ["Task", "Metric", *(run_title(r) for r in runs)], rows)
+    return Table("lm-eval", "lm-eval results", ["Task", "Metric", *(run_title(r) for r in runs)], rows, text_columns=2)
 
 
 def overview_table(report: Report) -> Table:
@@ -266,18 +278,15 @@ def overview_table(report: Report) -> Table:
         run = a.run
         p = run.progress
         records = f"{p.recorded}" + (f" / {p.expected}" if p.expected is not None else "")
-        status = (
-            Cell("complete")
-            if p.complete
-            else Cell("incomplete" if p.short_cells else "partly failed", tags=("partial",))
-        )
+        status = Cell(p.status, tags=() if p.status == "complete" else ("partial",))
         weights = Cell("random", tags=("fail",)) if run.random_weights else Cell("trained")
         spec = str(run.model.get("spec") or MISSING)
-        rows.append(Row([Cell(run.label), Cell(run.kind), Cell(spec), weights, Cell(records), status], _row_tags(run)))
+        rows.append(Row([Cell(run.label), Cell(run.kind), Cell(spec), weights, status, Cell(records)], _row_tags(run)))
     notes = [f"{a.run.label}: {note}" for a in report.analyses for note in a.run.progress.notes]
     if any(a.run.random_weights for a in report.analyses):
         notes.append("Runs with random weights test the pipeline, not a model: their scores carry no meaning.")
-    return Table("runs", "Runs", ["Run", "Kind", "Model spec", "Weights", "Records", "Status"], rows, notes=notes)
+    columns = ["Run", "Kind", "Model spec", "Weights", "Status", "Records"]
+    return Table("runs", "Runs", columns, rows, notes=notes, text_columns=5)
 
 
 def all_tables(report: Report) -> list[Table]:

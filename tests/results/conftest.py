@@ -16,9 +16,20 @@ import pytest
 from mmx.results.store import RunStore
 
 RULER_TASKS = [
-    "niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multikey_2", "niah_multikey_3",
-    "niah_multivalue", "niah_multiquery", "vt", "cwe", "fwe", "qa_1", "qa_2",
-]  # fmt: skip
+    "niah_single_1",
+    "niah_single_2",
+    "niah_single_3",
+    "niah_multikey_1",
+    "niah_multikey_2",
+    "niah_multikey_3",
+    "niah_multivalue",
+    "niah_multiquery",
+    "vt",
+    "cwe",
+    "fwe",
+    "qa_1",
+    "qa_2",
+]
 K = 1024
 
 
@@ -133,7 +144,7 @@ def write_lm_eval_run(path: Path, results: dict[str, dict[str, Any]] | None) -> 
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def synth() -> ModuleType:
     """This module, so tests can call its writers (conftest modules are not importable by name under importlib)."""
     return sys.modules[__name__]

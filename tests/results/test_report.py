@@ -1,0 +1,161 @@
+"""Reports from complete, in-progress and partly failed runs: what they show and what they say is missing."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from mmx.app import main
+from mmx.errors import MmxError
+from mmx.results.markdown import report_markdown
+from mmx.results.report import Report
+from mmx.results.tables import all_tables, summary_table, task_table
+
+K = 1024
+
+
+def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run `mmx …` in-process: (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def test_in_progress_run_reports_what_it_has_and_what_is_missing(tmp_path: Path, synth: ModuleType) -> None:
+    """Half of 16k is on disk (the run was stopped mid-length): the table marks it partial, the notes list the gaps."""
+    path = synth.write_eval_run(
+        tmp_path / "run",
+        tasks=["vt", "cwe"],
+        lengths=[4 * K, 8 * K, 16 * K],
+        samples=4,
+        keep=lambda task, length, index: length < 16 * K or (task == "vt" and index < 2),
+    )
+    report = Report.build([path])
+    run = report.analyses[0].run
+    assert not run.progress.complete and run.progress.status == "incomplete"
+    assert run.progress.recorded == 18 and run.progress.expected == 24
+    assert run.progress.short_cells == [("vt", 16 * K, 2, 4), ("cwe", 16 * K, 0, 4)]
+    assert "18 of 24 samples" in run.progress.notes[0] and "vt 16k 2/4, cwe 16k 0/4" in run.progress.notes[0]
+
+    tasks = task_table(report)
+    by_task = {row.cells[0].text: [c.text for c in row.cells[1:]] for row in tasks.rows}
+    assert by_task["cwe"][2] == "—"  # no sample yet
+    assert by_task["vt"][2].endswith("*")  # 2 of 4 samples
+    summary = summary_table(report).rows[0]
+    assert summary.cells[3].text.endswith("*") and "partial" in summary.cells[3].tags
+    # the 16k mean is vt's alone (cwe has nothing there yet)
+    assert float(summary.cells[3].text[:-1]) == pytest.approx(run.cells[("vt", 16 * K)].mean, abs=0.05)
+
+
+def test_oom_cells_show_as_oom_not_as_zero(tmp_path: Path, synth: ModuleType) -> None:
+    path = synth.write_eval_run(
+        tmp_path / "run", tasks=["vt", "cwe"], lengths=[4 * K, 8 * K], samples=2, oom=lambda t, n: n == 8 * K
+    )
+    report = Report.build([path])
+    a = report.analyses[0]
+    assert a.run.progress.complete and a.run.progress.status == "complete, with failures"
+    assert "2 cell(s) ran out of memory: cwe 8k, vt 8k" in a.run.progress.notes
+    assert [c.text for c in task_table(report).rows[0].cells[1:]][1] == "OOM"
+    assert summary_table(report).rows[0].cells[2].text == "OOM"
+    assert list(a.summary.means) == [4 * K]  # OOM is a missing measurement, not a score of zero
+
+
+def test_lengths_beyond_the_models_context_are_not_missing(tmp_path: Path, synth: ModuleType) -> None:
+    path = synth.write_eval_run(tmp_path / "run", tasks=["vt"], lengths=[4 * K, 8 * K], samples=2)
+    meta = json.loads((path / "run.json").read_text())
+    meta["model"]["max_context"] = 4 * K
+    (path / "run.json").write_text(json.dumps(meta))
+    # the runner skips 8k without writing records: drop what the synthetic writer put there
+    lines = [line for line in (path / "samples.jsonl").read_text().splitlines() if json.loads(line)["length"] == 4 * K]
+    (path / "samples.jsonl").write_text("\n".join(lines) + "\n")
+    run = Report.build([path]).analyses[0].run
+    assert run.progress.complete and run.progress.expected == 2
+    assert any("longer than the model's maximum context (4k tokens)" in note for note in run.progress.notes)
+
+
+def test_several_runs_side_by_side_with_reference_and_random_flag(tmp_path: Path, synth: ModuleType) -> None:
+    a = synth.write_eval_run(tmp_path / "a", name="mmx-mini", lengths=[4 * K, 8 * K], samples=2)
+    b = synth.write_eval_run(tmp_path / "b", name="mmx-mini", lengths=[4 * K, 8 * K, 16 * K], samples=2)
+    c = synth.write_eval_run(tmp_path / "c", name="tiny", lengths=[4 * K], samples=1, random_weights=True)
+    report = Report.build([a, b, c], references=["minimax-text-01"])
+    tasks = task_table(report)
+    assert tasks.groups == [("", 1), ("mmx-mini [a]", 2), ("mmx-mini [b]", 3), ("tiny (random weights)", 1)]
+    assert len(tasks.columns) == 1 + 2 + 3 + 1
+    summary = summary_table(report)
+    assert summary.columns[1:4] == ["4k", "8k", "16k"]
+    ref = summary.rows[-1]
+    assert "reference" in ref.tags and ref.cells[0].text == "MiniMax-Text-01 (published, not measured)"
+    assert [c.text for c in ref.cells[1:4]] == ["96.3", "96.1", "95.3"]
+    assert ref.cells[4].text == "95.9"  # Avg over the table's lengths: (96.3 + 96.1 + 95.3) / 3
+    assert "random" in summary.rows[2].tags
+
+
+def test_cli_terminal_markdown_and_csv(tmp_path: Path, synth: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    run = synth.write_eval_run(tmp_path / "run", tasks=["vt", "cwe"], lengths=[4 * K, 8 * K], samples=3)
+    niah = synth.write_niah_run(tmp_path / "niah", [4 * K, 32 * K], [0.0, 50.0, 100.0])
+    bench = synth.write_bench_run(tmp_path / "bench", [4 * K, 8 * K], oom_from=8 * K)
+    lm = synth.write_lm_eval_run(tmp_path / "lm", {"arc_easy": {"acc,none": 0.5, "acc_stderr,none": 0.05}})
+    dirs = [str(p) for p in (run, niah, bench, lm)]
+
+    code, out, _ = cli(["report", *dirs, "--reference", "minimax-text-01"], capsys)
+    assert code == 0
+    for text in ("RULER summary", "published, not measured", "Needle in a haystack", "OOM", "0.5000 ± 0.0500"):
+        assert text in out
+
+    code, out, _ = cli(["report", *dirs, "--markdown", "--csv", str(tmp_path / "csv")], capsys)
+    assert code == 0 and out.startswith("# mmx report")
+    assert "| Model | 4k | 8k | Avg |" in out
+    cells = Report.build([run]).analyses[0].run.cells
+    with (tmp_path / "csv" / "scores.csv").open() as fh:
+        rows = {(r["run"], r["task"], int(r["length"])): r for r in csv.DictReader(fh)}
+    assert float(rows[("mmx-mini [run]", "vt", 8 * K)]["score"]) == pytest.approx(cells[("vt", 8 * K)].mean)
+    with (tmp_path / "csv" / "bench.csv").open() as fh:
+        statuses = [r["status"] for r in csv.DictReader(fh)]
+    assert statuses == ["ok", "oom", "ok", "oom"]
+    assert {p.name for p in (tmp_path / "csv").iterdir()} == {
+        "scores.csv",
+        "length_means.csv",
+        "summary.csv",
+        "niah.csv",
+        "bench.csv",
+        "lm_eval.csv",
+    }
+
+
+def test_lm_eval_run_without_results_says_so(tmp_path: Path, synth: ModuleType) -> None:
+    path = synth.write_lm_eval_run(tmp_path / "lm", None)
+    report = Report.build([path])
+    assert report.analyses[0].run.progress.status == "incomplete"
+    assert "lm-eval" not in {t.key for t in all_tables(report)}  # no empty results table
+    assert "no lm_eval_results.json yet" in report_markdown(all_tables(report))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["report", "/nonexistent/run"], "does not exist"),
+        (["report", "{tmp}"], "is not a run directory"),
+        (["report", "{run}", "--reference", "llama-9"], "no published scores for 'llama-9'"),
+        (["report", "{run}", "--threshold", "150"], "outside 0–100"),
+    ],
+    ids=["missing-dir", "not-a-run", "bad-reference", "bad-threshold"],
+)
+def test_cli_errors_are_one_line(
+    tmp_path: Path, synth: ModuleType, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    run = synth.write_eval_run(tmp_path / "run", tasks=["vt"], lengths=[4 * K], samples=1)
+    argv = [a.format(tmp=tmp_path, run=run) for a in argv]
+    code, _, err = cli(argv, capsys)
+    assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_unreadable_lm_eval_file_is_a_user_error(tmp_path: Path, synth: ModuleType) -> None:
+    path = synth.write_lm_eval_run(tmp_path / "lm", {})
+    (path / "lm_eval_results.json").write_text("{not json")
+    with pytest.raises(MmxError, match="is not valid JSON"):
+        Report.build([path])
