@@ -28,7 +28,7 @@ def test_slopes_follow_alibi_and_the_layer_schedule() -> None:
 
 
 def test_partial_rope_rotates_only_the_first_channels() -> None:
-    x = torch.randn(1, 5, 2, 16)
+    x = torch.randn(1, 5, 2, 16, generator=torch.Generator().manual_seed(3))
     angles = torch.arange(5.0)[:, None] * torch.tensor([1.0, 0.1, 0.01, 0.001])  # [T, rotary_dim / 2]
     out = apply_rope(x, angles.cos()[None, :, None], angles.sin()[None, :, None])
     assert torch.equal(out[..., 8:], x[..., 8:])
@@ -38,17 +38,18 @@ def test_partial_rope_rotates_only_the_first_channels() -> None:
 
 def test_packed_documents_equal_separate_forwards(tiny: MiniMaxForCausalLM) -> None:
     lengths = [37, 1, 70, 12]
-    docs = [torch.randint(0, 259, (1, n)) for n in lengths]
+    gen = torch.Generator().manual_seed(0)
+    docs = [torch.randint(0, 259, (1, n), generator=gen) for n in lengths]
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
     with torch.no_grad():
         packed = tiny(torch.cat(docs, dim=1), cu_seqlens=cu)
         separate = torch.cat([tiny(d) for d in docs], dim=1)
-    assert (packed - separate).abs().max().item() < 1e-5
+    assert (packed - separate).abs().max().item() < 1e-4  # logits of size ~4: fp32 rounding only
 
 
 def test_packing_changes_nothing_but_the_boundaries(tiny: MiniMaxForCausalLM) -> None:
     """Without the boundary the second document would see the first: the test above can fail."""
-    ids = torch.randint(0, 259, (1, 40))
+    ids = torch.randint(0, 259, (1, 40), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         packed = tiny(ids, cu_seqlens=torch.tensor([0, 20, 40]))
         whole = tiny(ids)
@@ -57,7 +58,7 @@ def test_packing_changes_nothing_but_the_boundaries(tiny: MiniMaxForCausalLM) ->
 
 
 def test_logits_to_keep_and_gradients(tiny: MiniMaxForCausalLM) -> None:
-    ids = torch.randint(0, 259, (2, 9))
+    ids = torch.randint(0, 259, (2, 9), generator=torch.Generator().manual_seed(2))
     full = tiny(ids)
     assert full.shape == (2, 9, 259)
     assert torch.allclose(tiny(ids, logits_to_keep=3), full[:, -3:], atol=1e-6)
