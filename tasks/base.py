@@ -10,7 +10,7 @@ from typing import Any
 from mmx.errors import MmxError
 from mmx.model.backend import Tokenizer
 from mmx.sizes import format_size
-from mmx.tasks.fit import Draft, TooShort, fit, tolerance
+from mmx.tasks.fit import Budget, Draft, TooShort, fit, tolerance
 from mmx.tasks.sample import Sample
 from mmx.tasks.scoring import METRICS
 from mmx.tasks.tokens import TokenCounter, counter_for
@@ -42,11 +42,9 @@ class Task(ABC):
             self.max_new_tokens = max_new_tokens
 
     @abstractmethod
-    def draft(self, rng: random.Random, counter: TokenCounter, aim: int, slack: int) -> Draft:
-        """One prompt whose summed piece counts (prompt + answer prefix) come as close to `aim` as possible from below.
-
-        Raise `TooShort` when the fixed parts alone do not fit. `slack` is how far below the target a prompt may land.
-        """
+    def draft(self, rng: random.Random, counter: TokenCounter, budget: Budget) -> Draft:
+        """One prompt whose summed piece counts (prompt + answer prefix) come as close to `budget.aim` as possible
+        from below, within `budget.slack`. Raise `TooShort` when the fixed parts alone do not fit."""
 
     def describe(self) -> dict[str, Any]:
         """Task-specific parameters for `params()` (haystack, key and value kinds, counts, corpus hash...)."""
@@ -74,9 +72,8 @@ class Task(ABC):
         counter = counter_for(tokenizer)
         state = sample_seed(self.name, length, index, seed)
         try:
-            draft, tokens = fit(
-                lambda aim: self.draft(random.Random(state), counter, aim, slack), counter, limit, slack
-            )
+            target = Budget(limit, slack, length, index, seed)
+            draft, tokens = fit(lambda budget: self.draft(random.Random(state), counter, budget), counter, target)
         except TooShort as err:
             need = format_size(err.needed + self.max_new_tokens)
             raise MmxError(

@@ -9,7 +9,7 @@ draft is rebuilt from the same random state, so the content stays the same apart
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mmx.tasks.tokens import TokenCounter
@@ -23,6 +23,21 @@ class TooShort(Exception):
     def __init__(self, needed: int) -> None:
         super().__init__(f"needs at least {needed} tokens")
         self.needed = needed
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a draft aims at: `aim` tokens for prompt + answer prefix, landing no more than `slack` below the target.
+
+    It also names the sample being drafted (`length`, `index`, `seed`): some tasks change parameters with the length,
+    and dataset-backed ones walk their questions in a seeded order by index.
+    """
+
+    aim: int
+    slack: int
+    length: int
+    index: int = 0
+    seed: int = 0
 
 
 @dataclass
@@ -44,11 +59,13 @@ def tolerance(length: int) -> int:
     return max(32, length // 10_000)
 
 
-def fit(draft: Callable[[int], Draft], counter: TokenCounter, limit: int, slack: int) -> tuple[Draft, int]:
-    """The draft whose `prompt + answer_prefix` has between `limit - slack` and `limit` tokens, and that count."""
+def fit(draft: Callable[[Budget], Draft], counter: TokenCounter, target: Budget) -> tuple[Draft, int]:
+    """The draft whose `prompt + answer_prefix` has between `target.aim - target.slack` and `target.aim` tokens, and
+    that count."""
+    limit, slack = target.aim, target.slack
     aim = limit
     for _ in range(MAX_DRAFTS):
-        result = draft(aim)
+        result = draft(replace(target, aim=aim))
         n = counter.once(result.prompt + result.answer_prefix)
         if limit - slack <= n <= limit:
             return result, n

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 _FLAGS = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
@@ -30,8 +31,26 @@ def _offline(config: Any) -> Iterator[None]:
             setattr(config, flag, value)
 
 
+def _cache_roots() -> list[Path]:
+    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    return [
+        Path(os.environ.get("HF_HUB_CACHE", home / "hub")),
+        Path(os.environ.get("HF_DATASETS_CACHE", home / "datasets")),
+    ]
+
+
+def is_cached(name: str) -> bool:
+    """Whether `name` (e.g. "rajpurkar/squad_v2") has anything in the local caches; cheap, imports nothing."""
+    owner, _, repo = name.rpartition("/")
+    hub = "datasets--" + name.replace("/", "--")
+    arrow = f"{owner}___{repo}" if owner else repo
+    return any((root / hub).is_dir() or (root / arrow).is_dir() for root in _cache_roots())
+
+
 def load_cached_dataset(name: str, config: str | None = None, split: str | None = None) -> Any | None:
     """The cached `split` (default: the first one) of dataset `name` as a `datasets.Dataset`, or None if unavailable."""
+    if not is_cached(name):
+        return None
     try:
         import datasets
     except ImportError:

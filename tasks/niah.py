@@ -15,7 +15,7 @@ from typing import Any
 
 from mmx.tasks.base import Task, too_short_unless
 from mmx.tasks.corpus import load_corpus
-from mmx.tasks.fit import Draft
+from mmx.tasks.fit import Budget, Draft
 from mmx.tasks.haystack import Haystack, essay_haystack, line_haystack, noise_haystack, weave
 from mmx.tasks.tokens import TokenCounter
 from mmx.tasks.values import KINDS, Distinct
@@ -96,7 +96,8 @@ class NiahTask(Task):
 
         return line_haystack(lines)
 
-    def draft(self, rng: random.Random, counter: TokenCounter, aim: int, slack: int) -> Draft:
+    def draft(self, rng: random.Random, counter: TokenCounter, budget: Budget) -> Draft:
+        aim, slack = budget.aim, budget.slack
         spec = self.spec
         keys = Distinct(KINDS[spec.keys]).take(rng, spec.num_keys)
         values = Distinct(KINDS[spec.values]).take(rng, spec.num_keys * spec.num_values)

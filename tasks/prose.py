@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable
+from functools import cache
 
 from mmx.tasks.lexicon import Lexicon, lexicon
 
@@ -166,6 +167,14 @@ def _compile(template: str, fillers: dict[str, Filler]) -> Callable[[random.Rand
         return text[0].upper() + text[1:] if text[0].islower() else text
 
     return render
+
+
+@cache
+def body_sentence() -> Callable[[random.Random], str]:
+    """A function drawing one random body sentence, for filler inside other generated text."""
+    fillers = _fillers(lexicon())
+    body = [_compile(t, fillers) for t in _BODY]
+    return lambda rng: rng.choice(body)(rng)
 
 
 def generate_paragraphs(count: int = PARAGRAPHS, seed: int = SEED) -> list[list[str]]:

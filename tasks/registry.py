@@ -9,7 +9,12 @@ from typing import Any
 
 from mmx.errors import MmxError
 from mmx.tasks.base import Task
+from mmx.tasks.common_words import CommonWords
+from mmx.tasks.freq_words import FrequentWords
+from mmx.tasks.kamradt import Niah
 from mmx.tasks.niah import RULER_NIAH, NiahTask
+from mmx.tasks.qa import QaTask, SyntheticSource, qa_task
+from mmx.tasks.variable_tracking import VariableTracking
 
 RULER_TASKS = [
     "niah_single_1",
@@ -28,7 +33,17 @@ RULER_TASKS = [
 ]
 SUITES: dict[str, list[str]] = {"ruler": RULER_TASKS, "niah": ["niah"]}
 
-_FACTORIES: dict[str, Callable[..., Task]] = {name: partial(NiahTask, name, spec) for name, spec in RULER_NIAH.items()}
+_FACTORIES: dict[str, Callable[..., Task]] = {
+    **{name: partial(NiahTask, name, spec) for name, spec in RULER_NIAH.items()},
+    "vt": VariableTracking,
+    "cwe": CommonWords,
+    "fwe": FrequentWords,
+    "qa_1": partial(qa_task, "qa_1"),
+    "qa_2": partial(qa_task, "qa_2"),
+    "synth_qa_1": partial(QaTask, "synth_qa_1", SyntheticSource(hops=1), "qa_1"),
+    "synth_qa_2": partial(QaTask, "synth_qa_2", SyntheticSource(hops=2), "qa_2"),
+    "niah": Niah,
+}
 
 
 def list_tasks() -> list[str]:
@@ -37,15 +52,15 @@ def list_tasks() -> list[str]:
 
 
 def task_options(name: str) -> dict[str, Any]:
-    """The keyword options a task accepts, with their defaults."""
+    """The keyword options a task accepts, with their defaults (its own, then those every task takes)."""
     factory = _factory(name)
     target = factory.func if isinstance(factory, partial) else factory
+    signatures = [c.__init__ for c in target.__mro__ if "__init__" in c.__dict__] if isinstance(target, type) else []
     options: dict[str, Any] = {}
-    for cls in getattr(target, "__mro__", (target,)):
-        init = cls.__dict__.get("__init__") if isinstance(cls, type) else cls
-        if init is None:
+    for function in [target, *signatures, Task.__init__]:
+        if isinstance(function, type):
             continue
-        for param in inspect.signature(init).parameters.values():
+        for param in inspect.signature(function).parameters.values():
             if param.kind is param.KEYWORD_ONLY:
                 options.setdefault(param.name, param.default)
     return options
