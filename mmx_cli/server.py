@@ -7,8 +7,9 @@ Endpoints: `POST /v1/completions` (text or token-id prompts, `stop`, `echo` + `l
 sampling parameters are accepted and ignored. Requests are handled on threads but reach the model one at a time.
 
 Beyond the `Backend` protocol the server uses, when a backend has them: `prefix_ids` (tokens put before a text prompt,
-for `/tokenize` with special tokens), `generate_ids(prompts, max_new_tokens, stop)` (token-id prompts taken verbatim;
-without it they are decoded to text first), and `score_tokens(sequences, top_k, start)` returning, per sequence, one
+for `/tokenize` with special tokens), `generate_tokens(prompt_ids, max_new_tokens, stop)` returning new token ids
+(token-id prompts taken verbatim, and exact tokens for `logprobs`; without it token-id prompts are decoded to text and
+the answers re-encoded), and `score_tokens(sequences, top_k, start)` returning, per sequence, one
 `(logprob, greedy, top)` per position from `start` on, `top` being `((token_id, logprob), …)` best first (needed for
 `logprobs`; without it such requests get a 400).
 """
@@ -26,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from mmx.errors import MmxError
+from mmx.model.hf_backend import cut_at_stop
 
 MAX_BODY_BYTES = 1 << 30  # a 4M-token prompt as token ids is ~40 MB of JSON; this bounds memory, not real requests
 MAX_LOGPROBS = 20
@@ -138,22 +140,20 @@ class CompletionService:
                     "completion). Please reduce the prompt or the completion length.",
                     code="context_length_exceeded",
                 )
-        texts = self._generate(prompts, ids, max_tokens, stop) if max_tokens > 0 else [""] * len(prompts)
-        new_ids = [tok.encode(t) for t in texts]
+        outputs = self._generate(prompts, ids, max_tokens, stop) if max_tokens > 0 else [("", [], False)] * len(ids)
         choices = []
-        for index, (prompt, prompt_ids, text, completion_ids) in enumerate(
-            zip(prompts, ids, texts, new_ids, strict=True)
-        ):
+        for index, (prompt, prompt_ids, (text, new_ids, full)) in enumerate(zip(prompts, ids, outputs, strict=True)):
             choice: dict[str, Any] = {
                 "index": index,
                 "text": (prompt if isinstance(prompt, str) else tok.decode(prompt)) + text if echo else text,
                 "logprobs": None,
-                "finish_reason": "length" if max_tokens > 0 and len(completion_ids) >= max_tokens else "stop",
+                "finish_reason": "length" if full else "stop",
             }
             if logprobs is not None:
-                choice["logprobs"] = self._logprobs(prompt_ids, completion_ids, logprobs, echo)
+                choice["logprobs"] = self._logprobs(prompt_ids, new_ids, logprobs, echo)
             choices.append(choice)
-        prompt_tokens, completion_tokens = sum(map(len, ids)), sum(map(len, new_ids))
+        new_tokens = [new_ids for _, new_ids, _ in outputs]
+        prompt_tokens, completion_tokens = sum(map(len, ids)), sum(map(len, new_tokens))
         return {
             "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "text_completion",
@@ -176,14 +176,26 @@ class CompletionService:
             return layout(prompt)
         return list(getattr(self.backend, "prefix_ids", [])) + self.backend.tokenizer.encode(prompt)
 
-    def _generate(self, prompts: list[str | list[int]], ids: list[list[int]], max_tokens: int, stop: list[str]):
-        """Continuations: text prompts through `generate`; token-id prompts through `generate_ids` when present."""
-        if all(isinstance(p, str) for p in prompts):
-            return self.backend.generate(prompts, max_tokens, stop or None)
-        by_ids = getattr(self.backend, "generate_ids", None)
-        if callable(by_ids):
-            return by_ids(ids, max_tokens, stop or None)
-        return self.backend.generate([self.backend.tokenizer.decode(p) for p in ids], max_tokens, stop or None)
+    def _generate(
+        self, prompts: list[str | list[int]], ids: list[list[int]], max_tokens: int, stop: list[str]
+    ) -> list[tuple[str, list[int], bool]]:
+        """(text, its token ids, whether it used the whole budget) per prompt. With `generate_tokens` the ids are the
+        model's own; otherwise the backend's text is re-encoded (token-id prompts are decoded for it first)."""
+        tok = self.backend.tokenizer
+        by_tokens = getattr(self.backend, "generate_tokens", None)
+        if callable(by_tokens):
+            outputs = []
+            for new in by_tokens(ids, max_tokens, stop or None):
+                text = cut_at_stop(tok.decode(new), stop)
+                kept = new if len(text) == len(tok.decode(new)) else _tokens_within(tok, new, len(text))
+                outputs.append((text, kept, len(kept) >= max_tokens))
+            return outputs
+        texts = [p if isinstance(p, str) else tok.decode(p) for p in prompts]
+        outputs = []
+        for text in self.backend.generate(texts, max_tokens, stop or None):
+            new = tok.encode(text)
+            outputs.append((text, new, len(new) >= max_tokens))
+        return outputs
 
     def _logprobs(self, prompt_ids: list[int], new_ids: list[int], k: int, echo: bool) -> dict[str, Any]:
         """OpenAI's logprobs object for the completion (and, with echo, the prompt; its first token has none)."""
@@ -221,6 +233,14 @@ class CompletionService:
                 f"The model `{name}` does not exist; this server serves `{self.model_name}`",
                 code="model_not_found",
             )
+
+
+def _tokens_within(tok: Any, ids: list[int], chars: int) -> list[int]:
+    """The longest prefix of `ids` whose text fits in `chars` characters (the tokens before a stop string)."""
+    for count in range(1, len(ids) + 1):
+        if len(tok.decode(ids[:count])) > chars:
+            return ids[: count - 1]
+    return ids
 
 
 def _prompts(value: Any) -> list[str | list[int]]:

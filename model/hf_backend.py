@@ -5,7 +5,7 @@ through a chat template when one is asked for. Generation is greedy and batched 
 score only the positions asked for (`logits_to_keep`), so a long context does not cost a `[T, vocab]` logits tensor.
 
 Besides the `Backend` protocol this backend offers the token-level methods `mmx serve` and the lm-eval bridge use when
-a backend has them: `prefix_ids`, `generate_ids`, `loglikelihood_tokens` and `score_tokens`.
+a backend has them: `prefix_ids`, `generate_tokens`, `loglikelihood_tokens` and `score_tokens`.
 """
 
 from __future__ import annotations
@@ -177,7 +177,9 @@ class HFBackend:
 
     def generate(self, prompts: list[str], max_new_tokens: int, stop: list[str] | None = None) -> list[str]:
         """Greedy continuations, cut before the first stop string or EOS."""
-        return self.generate_ids([self.prompt_ids(p) for p in prompts], max_new_tokens, stop)
+        stops = [s for s in (stop or []) if s]
+        new = self.generate_tokens([self.prompt_ids(p) for p in prompts], max_new_tokens, stops)
+        return [cut_at_stop(self.tokenizer.decode(ids), stops) for ids in new]
 
     def loglikelihood(self, pairs: list[tuple[str, str]]) -> list[tuple[float, bool]]:
         """For each (context, continuation): log P(continuation | context) and whether greedy decoding yields it."""
@@ -231,8 +233,11 @@ class HFBackend:
     # --- token-level methods (used by mmx serve and the lm-eval bridge) ----------------------------------------------
 
     @torch.inference_mode()
-    def generate_ids(self, prompts: list[list[int]], max_new_tokens: int, stop: list[str] | None = None) -> list[str]:
-        """Greedy continuations of token-id prompts taken as the model's whole input; batches of similar lengths."""
+    def generate_tokens(
+        self, prompts: list[list[int]], max_new_tokens: int, stop: list[str] | None = None
+    ) -> list[list[int]]:
+        """Greedy new token ids for token-id prompts taken as the model's whole input, in batches of similar lengths.
+        A row ends before EOS, or with the token that completes a stop string (callers cut the text there)."""
         from transformers import GenerationConfig
 
         stops = [s for s in (stop or []) if s]
@@ -251,7 +256,7 @@ class HFBackend:
             eos_token_id=self.eos_ids or None,
             stop_strings=stops or None,
         )
-        outputs: list[str] = [""] * len(prompts)
+        outputs: list[list[int]] = [[] for _ in prompts]
         for batch in self._batches([p or self.start_ids for p in prompts]):
             input_ids, mask = self._left_pad([ids for _, ids in batch])  # [B, L] each
             generated = self.model.generate(
@@ -262,7 +267,7 @@ class HFBackend:
             )
             new = generated[:, input_ids.shape[1] :].tolist()  # [B, new tokens]
             for (index, _), ids in zip(batch, new, strict=True):
-                outputs[index] = cut_at_stop(self.tokenizer.decode(self._until_eos(ids)), stops)
+                outputs[index] = self._until_eos(ids)
         return outputs
 
     def loglikelihood_tokens(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:

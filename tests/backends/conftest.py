@@ -69,3 +69,66 @@ def hf_backend(hf_dir: Path):
     from mmx.model.backend import load_backend
 
     return load_backend(f"hf:{hf_dir}", device="cpu", batch_size=4)
+
+
+class LiveServer:
+    """`mmx serve`'s server for `backend` on a free loopback port, serving from a thread until `stop()`."""
+
+    def __init__(self, backend, port: int = 0, **kwargs) -> None:
+        import threading
+
+        from mmx.server import make_server
+
+        self.server = make_server(backend, "127.0.0.1", port, **kwargs)
+        self.url = self.server.url
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Stop accepting and close the listening socket: new connections are refused, as after a crash."""
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+    def __enter__(self) -> LiveServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@pytest.fixture(scope="session")
+def hf_server(hf_backend):
+    """One live server over the tiny HF backend for the session."""
+    with LiveServer(hf_backend) as server:
+        yield server
+
+
+def run_cli(args: list[str]) -> tuple[int, str, str]:
+    """Run `mmx ARGS` in-process as the console script does: (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from mmx.app import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(args)
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def live_server() -> type[LiveServer]:
+    """`live_server(backend, port=0, **kwargs)` starts a server; use it as a context manager."""
+    return LiveServer
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """`cli(args) -> (exit code, stdout, stderr)`."""
+    return run_cli
