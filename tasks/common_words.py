@@ -89,16 +89,12 @@ class CommonWords(Task):
         self.num_cw, self.freq_cw, self.freq_ucw = num_cw, freq_cw, freq_ucw
 
     def describe(self) -> dict[str, Any]:
+        (freq_cw, freq_ucw), (short_cw, short_ucw) = (self.freq_cw, self.freq_ucw), SHORT_FREQS
         return {
             "num_cw": self.num_cw,
             "freq_cw": self.freq_cw,
             "freq_ucw": self.freq_ucw,
-            "short_freqs": {
-                "freq_cw": SHORT_FREQS[0],
-                "freq_ucw": SHORT_FREQS[1],
-                "when": f"length < {SHORT} or the "
-                "list cannot hold the common words at full frequency plus as many uncommon ones",
-            },
+            "short_freqs": f"{short_cw}/{short_ucw} below {SHORT} tokens or where {freq_cw}/{freq_ucw} cannot fit",
             "examples": 1,
         }
 

@@ -66,7 +66,7 @@ def from_paragraphs(name: str, paragraphs: list[list[str]]) -> Corpus:
 @cache
 def builtin_corpus() -> Corpus:
     """The generated essays (deterministic; built once per process)."""
-    return from_paragraphs(f"builtin-essays(seed={SEED},paragraphs={PARAGRAPHS})", generate_paragraphs())
+    return from_paragraphs("builtin", generate_paragraphs(PARAGRAPHS, SEED))
 
 
 def split_text(text: str) -> list[list[str]]:

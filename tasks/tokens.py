@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Hashable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mmx.model.backend import Tokenizer
+if TYPE_CHECKING:  # the protocol lives with the models; importing mmx.model at run time would pull in torch
+    from mmx.model.backend import Tokenizer
 
 
 class TokenCounter:
