@@ -127,6 +127,8 @@ def mean_chart(report: Report) -> Chart | None:
             )
         for i, ref in enumerate(report.references):
             means = report.reference_means(ref)
+            if not means:
+                continue
             ax.plot(
                 list(means),
                 list(means.values()),

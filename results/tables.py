@@ -56,8 +56,9 @@ def fmt_score(value: float) -> str:
 
 
 def run_title(run: Run) -> str:
-    """A run's label with the untrained-weights flag, as every table names it."""
-    return f"{run.label} (random weights)" if run.random_weights else run.label
+    """A run's label with the untrained-weights flag, as every table names it (once, if the name already says so)."""
+    flagged = run.random_weights and "random weights" not in run.label
+    return f"{run.label} (random weights)" if flagged else run.label
 
 
 def _row_tags(run: Run) -> tuple[str, ...]:
@@ -128,8 +129,12 @@ def summary_table(report: Report) -> Table | None:
         cells += [_length_cell(a, n, report.threshold, eff, short) for n in lengths]
         any_partial |= any("partial" in c.tags for c in cells)
         rows.append(Row(cells + _figure_cells(a.summary), _row_tags(a.run)))
+    unmatched = []
     for ref in report.references:
         means = report.reference_means(ref)
+        if not means:
+            unmatched.append(ref)
+            continue
         summary = summarize(means, report.threshold)
         cells = [Cell(f"{ref.label} (published, not measured)")]
         for n in lengths:
@@ -149,9 +154,12 @@ def summary_table(report: Report) -> Table | None:
     ]
     if any_partial:
         notes.append(f"{PARTIAL_MARK} partial: fewer tasks or samples than the run asked for (see the run notes).")
+    for ref in unmatched:
+        published = f"{format_size(min(ref.means))}–{format_size(max(ref.means))}"
+        notes.append(f"{ref.label}: no published score at these lengths (published: {published}).")
     if any(c.text == BEYOND for row in rows for c in row.cells):
         notes.append(BEYOND_NOTE)
-    if report.references:
+    if len(unmatched) < len(report.references):
         src = report.references[0].source
         notes.append(
             f"Published rows are copied from the {src}, measured with NVIDIA's RULER; figures over this table's "
