@@ -53,8 +53,7 @@ def describe_config(name: str, config: Any, weights: str) -> dict[str, Any]:
 
 
 def _rows(checkpoint: Path | None) -> list[dict[str, Any]]:
-    from mmx.model.config import PRESETS, MiniMaxConfig
-    from mmx.model.native_backend import WEIGHTS_DIR
+    from mmx.model.config import PRESETS, WEIGHTS_DIR, MiniMaxConfig
 
     rows = []
     for name, config in PRESETS.items():

@@ -14,6 +14,7 @@ from typing import Any
 
 from mmx.errors import MmxError
 
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # shipped checkpoints, one folder per preset name
 LIGHTNING = 0  # attn_type_list value of a lightning (linear) attention layer
 SOFTMAX = 1  # attn_type_list value of a softmax (full) attention layer
 
