@@ -42,11 +42,17 @@ class Corpus:
         return {"corpus": self.name, "corpus_sha256": self.sha256, "sentences": len(self.sentences), "chars": chars}
 
     def counts(self, counter: TokenCounter) -> list[int]:
-        """Token counts of every sentence (with its separator), computed once per tokenizer."""
-        key = ("corpus", self.sha256)
-        if key not in counter.tables:
-            counter.tables[key] = [counter.once(s) for s in self.sentences]
-        return counter.tables[key]
+        """Per-sentence token counts in `counter`'s tokenizer, 0 where not counted yet (see `count`).
+
+        Counting lazily means a short haystack pays only for the sentences it uses; the table is kept per tokenizer.
+        """
+        return counter.tables.setdefault(("corpus", self.sha256), [0] * len(self.sentences))
+
+    def count(self, counter: TokenCounter, counts: list[int], i: int) -> int:
+        """The token count of sentence `i` (with its separator), counted on first use."""
+        if not counts[i]:
+            counts[i] = counter.once(self.sentences[i])
+        return counts[i]
 
 
 def from_paragraphs(name: str, paragraphs: list[list[str]]) -> Corpus:

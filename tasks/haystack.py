@@ -59,7 +59,7 @@ def essay_haystack(corpus: Corpus) -> Haystack:
         counts = corpus.counts(counter)
         first = rng.choice(corpus.starts)
         order = itertools.chain(range(first, len(counts)), itertools.cycle(range(len(counts))))
-        return ((corpus.sentences[i], counts[i], True) for i in order)
+        return ((corpus.sentences[i], corpus.count(counter, counts, i), True) for i in order)
 
     return Haystack("essay", units, " ", "", corpus.describe())
 
