@@ -68,5 +68,8 @@ def load_backend(spec: str, **options: Any) -> Backend:
     return _FACTORIES[prefix](rest, **options)
 
 
+register_lazy("name", "mmx.model.native_backend")
+register_lazy("mmx", "mmx.model.native_backend")
+register_lazy("random", "mmx.model.native_backend")
 register_lazy("hf", "mmx.model.hf_backend")
 register_lazy("openai", "mmx.model.openai_backend")

@@ -1,0 +1,301 @@
+"""The native backend: our `MiniMaxForCausalLM` and `mmx.model.generate` behind the `Backend` protocol.
+
+Registers three spec prefixes: a bare name (weights shipped in `model/weights/<name>/`, e.g. the embedded default
+`mmx-mini`), `mmx:PATH` (a checkpoint directory written by `save_pretrained` or an original MiniMax one), and
+`random:PRESET[:SEED]` (random weights, for smoke tests and speed). Generation is greedy; prompts start with BOS and
+stop at EOS when the config names them, which is how `mmx train` lays out its documents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmx.errors import MmxError
+
+from .backend import register_backend
+from .config import PRESETS, MiniMaxConfig
+from .tokenizer import ByteTokenizer
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+_DTYPES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+}
+_DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+# --batch-size auto: share of the free memory a batch may plan to use, and the most rows worth batching on each device.
+_MEMORY_SHARE = {"cuda": 0.8, "cpu": 0.5}
+_MAX_BATCH = {"cuda": 64, "cpu": 8}
+# Live activations per prefill token, in hidden-size vectors: residual, norms, q/k/v/gate/out projections, and the
+# top-k expert hidden states (3 per expert, counted separately); a deliberate over-estimate, since an OOM costs more.
+_ACTIVATION_VECTORS = 24
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`None`/`auto` -> CUDA when present, else CPU; an unusable choice is one MmxError."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise MmxError(f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MmxError("CUDA is not available on this machine", "use --device cpu")
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise MmxError(f"no device {chosen}", f"this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif chosen.type != "cpu":
+        raise MmxError(f"device type {chosen.type!r} is not supported", "use cpu or cuda")
+    return chosen
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """`None`/`auto` -> bf16 on CUDA, fp32 on CPU (DESIGN.md); names like bf16/fp16/fp32 or a torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise MmxError(f"unknown dtype {dtype!r}", "use auto, bf16, fp16 or fp32")
+    return _DTYPES[dtype]
+
+
+def weights_digest(directory: Path) -> str:
+    """SHA-256 over the checkpoint's safetensors files in name order: pins a run to the exact weights it scored."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob("*.safetensors")):
+        digest.update(path.name.encode())
+        with path.open("rb") as fh:
+            while block := fh.read(1 << 22):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_tokenizer(config: MiniMaxConfig, directory: Path | None) -> Any:
+    """The byte tokenizer for byte-vocabulary models; otherwise the checkpoint's own `tokenizer.json`."""
+    if config.vocab_size == ByteTokenizer.vocab_size:
+        return ByteTokenizer()
+    path = directory / "tokenizer.json" if directory is not None else None
+    if path is None or not path.is_file():
+        where = f"in {directory}" if directory is not None else "for a random-weight model"
+        raise MmxError(
+            f"a {config.vocab_size}-token vocabulary needs a tokenizer.json, and there is none {where}",
+            "add the model's tokenizer.json to the checkpoint directory, or use a byte-vocabulary preset",
+        )
+    return JsonTokenizer(path)
+
+
+class JsonTokenizer:
+    """A Hugging Face `tokenizer.json` through the `tokenizers` package (the `hf` extra), without special tokens."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise MmxError("this checkpoint needs the tokenizers package", "pip install 'mmx[hf]'") from None
+        self.path = path
+        self._tok = Tokenizer.from_file(str(path))
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`, no BOS/EOS added."""
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of `ids`, special tokens dropped."""
+        return self._tok.decode(ids, skip_special_tokens=True)
+
+    def describe(self) -> dict[str, object]:
+        """What a run records about its tokenizer."""
+        return {"type": "tokenizer.json", "path": str(self.path), "vocab_size": self._tok.get_vocab_size()}
+
+
+class NativeBackend:
+    """A loaded `MiniMaxForCausalLM`: greedy generation with stop strings, log-likelihoods, and a memory-aware batch
+    size for `--batch-size auto`."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, spec: str, name: str, info: dict[str, Any]) -> None:
+        self.model = model.eval()
+        self.config: MiniMaxConfig = model.config
+        self.tokenizer = tokenizer
+        self.max_context = int(self.config.max_position_embeddings)
+        self.spec = spec
+        self.name = name
+        self.info = info
+        bos, eos = self.config.bos_token_id, self.config.eos_token_id
+        self.prefix_ids = [bos] if bos is not None else []
+        self.stop_ids = (eos,) if eos is not None else ()
+
+    def _ids(self, text: str) -> list[int]:
+        return self.prefix_ids + self.tokenizer.encode(text)
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[str], max_new_tokens: int, stop: list[str] | None = None) -> list[str]:
+        """Greedy continuations of `prompts`, cut before the first stop string (or EOS)."""
+        from .generate import generate
+
+        stops = [s for s in (stop or []) if s]
+        outputs = generate(
+            self.model,
+            [self._ids(p) for p in prompts],
+            max_new_tokens,
+            stop_ids=self.stop_ids,
+            stop_sequences=[self.tokenizer.encode(s) for s in stops],
+        )
+        texts = [self.tokenizer.decode(ids) for ids in outputs]
+        return [_cut(text, stops) for text in texts]
+
+    def loglikelihood(self, pairs: list[tuple[str, str]]) -> list[tuple[float, bool]]:
+        """For each (context, continuation): log P(continuation | context) and whether greedy decoding yields it."""
+        from .generate import token_logprobs
+
+        results = []
+        for context, continuation in pairs:
+            ctx = self._ids(context)
+            cont = self.tokenizer.encode(continuation)
+            if not ctx:  # nothing to condition the first token on: start from EOS, as lm-eval does
+                if not self.stop_ids:
+                    raise MmxError("an empty context needs a BOS or EOS token", "set bos_token_id in config.json")
+                ctx = list(self.stop_ids)
+            logprobs, greedy = token_logprobs(self.model, ctx + cont, start=len(ctx))
+            results.append((float(sum(logprobs)), all(greedy)))
+        return results
+
+    def row_bytes(self, tokens: int) -> int:
+        """Memory one batch row of `tokens` tokens holds: softmax K/V, fp32 lightning states, and its logits."""
+        c = self.config
+        elem = torch.finfo(self.model.dtype).bits // 8
+        kv = 2 * len(c.softmax_layers) * c.num_key_value_heads * c.head_dim * tokens * elem
+        states = len(c.lightning_layers) * c.num_attention_heads * c.head_dim**2 * 4
+        return kv + states + c.vocab_size * 4
+
+    def prefill_bytes(self, tokens: int) -> int:
+        """Activations of one prefill chunk (`generate` prefills one prompt at a time, so this is paid once)."""
+        from .generate import DEFAULT_CHUNK
+
+        c = self.config
+        elem = torch.finfo(self.model.dtype).bits // 8
+        width = max(c.hidden_size, c.num_attention_heads * c.head_dim)
+        per_token = _ACTIVATION_VECTORS * width + 3 * c.num_experts_per_tok * c.intermediate_size + c.vocab_size
+        return min(tokens, DEFAULT_CHUNK) * per_token * elem
+
+    def auto_batch_size(self, length: int, max_new_tokens: int) -> int:
+        """How many prompts of `length` tokens to decode together in the device's free memory (at least 1; the
+        runner halves the batch on an out-of-memory anyway). While a row is prefilled, its own single-row cache
+        exists beside the batch cache, hence one row more than the batch."""
+        device = self.model.device
+        budget = _free_memory(device) * _MEMORY_SHARE[device.type] - self.prefill_bytes(length)
+        fits = int(budget // self.row_bytes(length + max_new_tokens)) - 1
+        return max(1, min(_MAX_BATCH[device.type], fits))
+
+    def describe(self) -> dict[str, Any]:
+        """Enough to reproduce: spec, weights (path and digest, or preset and seed), config, dtype, device."""
+        return {
+            "spec": self.spec,
+            "name": self.name,
+            "backend": "native",
+            **self.info,
+            "config": self.config.to_dict(),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "tokenizer": self.tokenizer.describe(),
+            "max_context": self.max_context,
+            "dtype": _DTYPE_NAMES.get(self.model.dtype, str(self.model.dtype)),
+            "device": str(self.model.device),
+        }
+
+
+def _cut(text: str, stops: list[str]) -> str:
+    """`text` up to the earliest stop string (token-level stops can miss a string split across tokens)."""
+    ends = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return text[: min(ends)] if ends else text
+
+
+def _free_memory(device: torch.device) -> int:
+    """Bytes free on `device`: the CUDA allocator's view, or MemAvailable for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def load_checkpoint(
+    directory: Path, *, spec: str, name: str, device: Any = None, dtype: Any = None, **info: Any
+) -> NativeBackend:
+    """A backend over the checkpoint in `directory`; a missing directory or weights is one MmxError."""
+    from .modeling import MiniMaxForCausalLM
+
+    if not directory.is_dir():
+        raise MmxError(f"checkpoint directory {directory} does not exist", "pass mmx:PATH to a saved checkpoint")
+    if not any(directory.glob("*.safetensors")):
+        raise MmxError(f"no *.safetensors weights in {directory}", "point at a directory written by save_pretrained")
+    config = MiniMaxConfig.from_pretrained(directory)
+    tokenizer = checkpoint_tokenizer(config, directory)
+    place = resolve_device(device)
+    model = MiniMaxForCausalLM.from_pretrained(directory, device=place, dtype=resolve_dtype(dtype, place))
+    info = {"random_weights": False, "checkpoint": str(directory), "weights_sha256": weights_digest(directory), **info}
+    return NativeBackend(model, tokenizer, spec=spec, name=name, info=info)
+
+
+def from_name(name: str, **options: Any) -> NativeBackend:
+    """A model shipped with mmx, by name (`mmx-mini`); a preset without shipped weights points at `random:`."""
+    directory = WEIGHTS_DIR / name
+    if (directory / "config.json").is_file():
+        return load_checkpoint(directory, spec=name, name=name, preset=name, **options)
+    if name in PRESETS:
+        raise MmxError(
+            f"no weights are shipped for {name!r}",
+            f"use --model random:{name} for random weights of that architecture, or mmx:PATH for a checkpoint",
+        )
+    shipped = sorted(p.name for p in WEIGHTS_DIR.glob("*/config.json")) if WEIGHTS_DIR.is_dir() else []
+    raise MmxError(
+        f"unknown model {name!r}",
+        f"use {' or '.join([*shipped, 'random:PRESET', 'mmx:PATH'])}, or hf:/openai: (presets: {', '.join(PRESETS)})",
+    )
+
+
+def from_path(path: str, **options: Any) -> NativeBackend:
+    """`mmx:PATH`: a checkpoint directory."""
+    if not path:
+        raise MmxError("mmx: needs a checkpoint directory", "write mmx:PATH, e.g. mmx:runs/train-1/final")
+    directory = Path(path).expanduser()
+    return load_checkpoint(directory, spec=f"mmx:{path}", name=directory.resolve().name, **options)
+
+
+def from_random(rest: str, *, device: Any = None, dtype: Any = None) -> NativeBackend:
+    """`random:PRESET[:SEED]`: random weights drawn on the CPU from SEED (default 0), so every device gets the same."""
+    from .modeling import MiniMaxForCausalLM
+
+    preset, _, seed_text = rest.partition(":")
+    if not seed_text.strip().isdigit() and seed_text:
+        raise MmxError(f"bad seed {seed_text!r} in random:{rest}", "write random:PRESET or random:PRESET:SEED")
+    seed = int(seed_text or 0)
+    config = MiniMaxConfig.from_name(preset)
+    tokenizer = checkpoint_tokenizer(config, None)
+    place = resolve_device(device)
+    with torch.device("meta"):
+        model = MiniMaxForCausalLM(config)
+    model = model.to_empty(device="cpu")
+    model.init_weights(seed)
+    model = model.to(device=place, dtype=resolve_dtype(dtype, place))
+    info = {"random_weights": True, "preset": preset, "seed": seed}
+    return NativeBackend(model, tokenizer, spec=f"random:{rest}", name=f"{preset} (random weights)", info=info)
+
+
+register_backend("name", from_name)
+register_backend("mmx", from_path)
+register_backend("random", from_random)
