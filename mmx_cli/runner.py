@@ -196,6 +196,7 @@ def summary_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _record(
+    name: str,
     sample: Any,
     *,
     status: str,
@@ -207,9 +208,9 @@ def _record(
     batch_size: int | None = None,
     error: str | None = None,
 ) -> dict[str, Any]:
-    """One line of `samples.jsonl` (contract in DESIGN.md); `error` only on records that did not score."""
+    """One line of `samples.jsonl` (contract in DESIGN.md) for the sweep's task `name`; `error` only when unscored."""
     record: dict[str, Any] = {
-        "task": sample.task,
+        "task": name,
         "length": sample.length,
         "index": sample.index,
         "status": status,
@@ -259,7 +260,7 @@ def _auto_batch_size(backend: Any, length: int, max_new_tokens: int) -> int:
     return max(1, int(estimate(length, max_new_tokens))) if callable(estimate) else 1
 
 
-def _run_cell(backend: Any, sweep: Sweep, task: Any, samples: list[Any], build_s: float, state: _SweepState) -> None:
+def _run_cell(backend: Any, sweep: Sweep, name: str, samples: list[Any], build_s: float, state: _SweepState) -> None:
     """Generate and score `samples` (one task, one length) in batches; halve the batch on OOM, give up at one.
 
     `build_s` is the cell's prompt-building time per sample.
@@ -285,33 +286,31 @@ def _run_cell(backend: Any, sweep: Sweep, task: Any, samples: list[Any], build_s
                 state.progress.note(f"out of memory at {format_size(length)}: retrying with batch size {batch_size}")
                 continue
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            state.progress.note(f"out of memory at {format_size(length)} ({sample_label(batch[0])}): {reason}")
+            state.progress.note(f"out of memory at {format_size(length)} ({name} #{batch[0].index}): {reason}")
             state.oom_from = length if state.oom_from is None else min(state.oom_from, length)
             for i, sample in enumerate(queue):
                 why = reason if i == 0 else f"not run: out of memory at {format_size(length)} with batch size 1"
-                state.add(_record(sample, status="oom", prompt_tokens=tokens[sample.index], build_s=build_s, error=why))
+                state.add(
+                    _record(name, sample, status="oom", prompt_tokens=tokens[sample.index], build_s=build_s, error=why)
+                )
             return
         elapsed = time.perf_counter() - start
         state.generate_s += elapsed
         for sample, prediction in zip(batch, predictions, strict=True):
             state.add(
                 _record(
+                    name,
                     sample,
                     status="ok",
                     prompt_tokens=tokens[sample.index],
                     build_s=build_s,
                     generate_s=elapsed / len(batch),
                     prediction=prediction,
-                    score=float(task.score(sample, prediction)),
+                    score=float(sweep.tasks[name].score(sample, prediction)),
                     batch_size=len(batch),
                 )
             )
         queue = queue[len(batch) :]
-
-
-def sample_label(sample: Any) -> str:
-    """`niah_single_1@4k#3`: how messages name one sample."""
-    return f"{sample.task}@{format_size(sample.length)}#{sample.index}"
 
 
 def _unrun(task_name: str, length: int, index: int, status: str, error: str) -> dict[str, Any]:
@@ -374,7 +373,7 @@ def run_sweep(backend: Any, sweep: Sweep, store: RunStore, progress: Progress | 
             continue
         build_s = (time.perf_counter() - start) / max(1, len(built))
         by_index = {s.index: s for s in built}
-        _run_cell(backend, sweep, task, [by_index[i] for i in pending], build_s, state)
+        _run_cell(backend, sweep, name, [by_index[i] for i in pending], build_s, state)
         store.write_summary(summary_rows(state.records))
     progress.end()
     store.write_summary(summary_rows(state.records))
