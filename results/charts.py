@@ -164,9 +164,7 @@ def task_grid_chart(report: Report) -> Chart | None:
     scored = report.scored
     if not scored:
         return None
-    tasks: list[str] = []
-    for a in scored:
-        tasks += [t for t in a.run.score_tasks if t not in tasks]
+    tasks = list(dict.fromkeys(t for a in scored for t in a.run.score_tasks))
     colors = run_colors(report)
     cols = min(4, len(tasks))
     rows = math.ceil(len(tasks) / cols)
@@ -257,7 +255,7 @@ def _bench_panel(ax: Axes, series: list[tuple[str, str, BenchSeries]], field: st
     """One measure against length; a log y axis only when the curves span more than a factor of 30."""
     values = []
     for label, color, s in series:
-        points = [(p.length, getattr(p, field)) for p in s.points if getattr(p, field) is not None]
+        points = [(p.length, getattr(p, field)) for p in s.points if p.status == "ok" and getattr(p, field) is not None]
         if points:
             xs, ys = zip(*points, strict=True)
             values += ys
@@ -284,28 +282,28 @@ def _bench_panel(ax: Axes, series: list[tuple[str, str, BenchSeries]], field: st
 
 def bench_chart(report: Report, bench: str) -> Chart | None:
     """Throughput and peak memory against length for one bench kind, every run's curves together; × marks OOM."""
-    colors = run_colors(report)
     series = []
     for a in report.analyses:
-        own = [s for s in a.bench if s.bench == bench]
-        for k, s in enumerate(own):
-            color = colors[a.run.label] if k == 0 else PALETTE[(list(colors).index(a.run.label) + 3 * k) % len(PALETTE)]
-            label = a.run.label if s.name in ("", a.run.model_name) else f"{a.run.label} · {s.name}"
-            series.append((label, color, s))
+        for s in a.bench:
+            if s.bench == bench:
+                label = a.run.label if s.name in ("", a.run.model_name) else f"{a.run.label} · {s.name}"
+                series.append((label, PALETTE[len(series) % len(PALETTE)], s))
     if not series:
         return None
     lengths = [p.length for _, _, s in series for p in s.points]
+    panels = [("tokens_per_s", "tokens / s", "throughput")]
+    if any(p.peak_mem_gb is not None for _, _, s in series for p in s.points):  # CPU runs measure no peak memory
+        panels.append(("peak_mem_gb", "peak memory (GB)", "peak memory"))
     with rc_context(_STYLE):
-        fig = _figure(9.0, 3.4)
-        left, right = fig.subplots(1, 2)
-        for ax, measure, ylabel in ((left, "tokens_per_s", "tokens / s"), (right, "peak_mem_gb", "peak memory (GB)")):
+        fig = _figure(4.5 * len(panels), 3.4)
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        for ax, (measure, ylabel, title) in zip(axes, panels, strict=True):
             _bench_panel(ax, series, measure)
             _length_axis(ax, lengths)
             ax.set_xlabel("context length (tokens, log₂ scale)")
             ax.set_ylabel(ylabel + (" (log scale)" if ax.get_yscale() == "log" else ""))
-        left.set_title(f"{bench}: throughput")
-        right.set_title(f"{bench}: peak memory")
-        handles, labels = left.get_legend_handles_labels()
+            ax.set_title(f"{bench}: {title}")
+        handles, labels = axes[0].get_legend_handles_labels()
         if handles:
             fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(handles)), fontsize=8)
     title = f"{bench.capitalize()} throughput and memory vs length"
@@ -324,7 +322,4 @@ def all_charts(report: Report) -> dict[str, list[Chart]]:
 
 
 def _bench_kinds(report: Report) -> list[str]:
-    kinds: list[str] = []
-    for a in report.analyses:
-        kinds += [s.bench for s in a.bench if s.bench not in kinds]
-    return kinds
+    return list(dict.fromkeys(s.bench for a in report.analyses for s in a.bench))

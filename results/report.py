@@ -19,12 +19,13 @@ DEFAULT_THRESHOLD = 85.6  # RULER: Llama-2-7B-chat's score at 4k
 
 @dataclass(frozen=True)
 class BenchPoint:
-    """One bench measurement on a curve; `tokens_per_s` and `peak_mem_gb` are None where it failed."""
+    """One bench measurement on a curve; a failed one (`status` not "ok") has no throughput to plot."""
 
     length: int
     tokens_per_s: float | None
     ttft_s: float | None
     peak_mem_gb: float | None
+    utilization: float | None  # prefill: model FLOP utilisation; decode: share of peak memory bandwidth
     status: str
 
 
@@ -32,7 +33,6 @@ class BenchPoint:
 class BenchSeries:
     """One curve: a bench kind ("prefill", "decode", "kernel") for one model or kernel at one batch size."""
 
-    run: str
     bench: str
     name: str
     points: list[BenchPoint]
@@ -66,11 +66,12 @@ def bench_series(run: Run) -> list[BenchSeries]:
                 tokens_per_s=_number(record.get("tokens_per_s")),
                 ttft_s=_number(record.get("ttft_s")),
                 peak_mem_gb=_number(record.get("peak_mem_gb")),
+                utilization=_number(record.get("mfu", record.get("bandwidth_util"))),
                 status=str(record.get("status") or "ok"),
             )
         )
     return [
-        BenchSeries(run=run.label, bench=bench, name=name, points=sorted(points, key=lambda p: p.length))
+        BenchSeries(bench=bench, name=name, points=sorted(points, key=lambda p: p.length))
         for (bench, name), points in grouped.items()
     ]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from mmx.errors import MmxError
 from mmx.results.aggregate import OK, OOM, CellScore, cell_scores, sample_status
-from mmx.results.store import RUN_FILE, RunStore
+from mmx.results.store import RunStore
 from mmx.sizes import format_size, parse_size
 
 LM_EVAL_FILE = "lm_eval_results.json"
@@ -216,7 +216,7 @@ def load_runs(paths: list[str | Path]) -> list[Run]:
         raise MmxError("no run directories given", "pass one or more directories written by mmx eval / mmx bench")
     runs = []
     for path in paths:
-        if not (Path(path) / RUN_FILE).exists() and not Path(path).is_dir():
+        if not Path(path).exists():
             raise MmxError(f"{path} does not exist", "pass a run directory, e.g. runs/<name>")
         runs.append(Run.load(path))
     names = Counter(run.model_name for run in runs)

@@ -173,9 +173,7 @@ def task_table(report: Report) -> Table | None:
     scored = report.scored
     if not scored:
         return None
-    tasks: list[str] = []
-    for a in scored:
-        tasks += [t for t in a.run.score_tasks if t not in tasks]
+    tasks = list(dict.fromkeys(t for a in scored for t in a.run.score_tasks))
     columns, groups = ["Task"], [("", 1)]
     for a in scored:
         columns += [format_size(n) for n in a.means]
@@ -225,27 +223,29 @@ def _num(value: float | None, spec: str) -> str:
 
 
 def bench_table(a: RunAnalysis) -> Table | None:
-    """Every bench measurement of a run, grouped into curves: throughput, time to first token, peak memory."""
+    """Every bench measurement of a run, grouped into curves: throughput, time to first token, peak memory, and the
+    hardware utilisation where the bench measured it (MFU for prefill, memory bandwidth for decode)."""
     if not a.bench:
         return None
     rows = []
     for series in a.bench:
         for p in series.points:
-            status = Cell(p.status.upper() if p.status != "ok" else "ok", tags=(p.status,) if p.status != "ok" else ())
+            ok = p.status == "ok"
             rows.append(
                 Row(
                     [
                         Cell(series.bench),
                         Cell(series.name or MISSING),
                         Cell(format_size(p.length)),
-                        Cell(_num(p.tokens_per_s, ",.0f")),
-                        Cell(_num(p.ttft_s, ".3f")),
-                        Cell(_num(p.peak_mem_gb, ".2f")),
-                        status,
+                        Cell(_num(p.tokens_per_s if ok else None, ",.0f")),
+                        Cell(_num(p.ttft_s if ok else None, ".3f")),
+                        Cell(_num(p.peak_mem_gb if ok else None, ".2f")),
+                        Cell(_num(p.utilization if ok else None, ".0%")),
+                        Cell("ok") if ok else Cell(p.status.upper(), tags=(p.status,)),
                     ]
                 )
             )
-    columns = ["Bench", "Model / kernel", "Length", "Tokens/s", "TTFT (s)", "Peak mem (GB)", "Status"]
+    columns = ["Bench", "Model / kernel", "Length", "Tokens/s", "TTFT (s)", "Peak mem (GB)", "MFU / BW", "Status"]
     title = f"Throughput and memory — {run_title(a.run)}"
     return Table(f"bench-{a.run.path.name}", title, columns, rows, text_columns=2)
 

@@ -117,22 +117,29 @@ def write_niah_run(path: Path, lengths: Sequence[int], depths: Sequence[float], 
     return path
 
 
-def write_bench_run(path: Path, lengths: Sequence[int], oom_from: int, name: str = "mmx-mini") -> Path:
-    """Prefill and decode measurements that run out of memory from `oom_from` tokens on."""
+def write_bench_run(
+    path: Path, lengths: Sequence[int], oom_from: int, name: str = "mmx-mini", decode_batches: Sequence[int] = (1,)
+) -> Path:
+    """Prefill (batch 1) and decode (each batch size) records as `mmx bench throughput` writes them; every length
+    from `oom_from` on ran out of memory (the meter still read a peak, which a report must not plot)."""
     store = RunStore(path)
-    store.open(run_meta("bench", model_desc(name), {"lengths": list(lengths), "batch_size": 1}))
-    for bench, base in (("prefill", 40_000.0), ("decode", 90.0)):
+    store.open(run_meta("bench", model_desc(name), {"lengths": list(lengths), "batch_sizes": list(decode_batches)}))
+    cells = [("prefill", 1, 40_000.0)] + [("decode", b, 90.0 * b) for b in decode_batches]
+    for bench, batch, base in cells:
         for length in lengths:
             if length >= oom_from:
-                record = {"tokens_per_s": None, "ttft_s": None, "peak_mem_gb": None, "status": "oom"}
+                record = {"tokens_per_s": None, "ttft_s": None, "peak_mem_gb": 79.5, "status": "oom"}
             else:
                 record = {
                     "tokens_per_s": base / (1 + length / (256 * K)),
                     "ttft_s": length / base if bench == "prefill" else None,
-                    "peak_mem_gb": 2.0 + length / (64 * K),
+                    "peak_mem_gb": 2.0 + batch * length / (64 * K),
                     "status": "ok",
+                    "mfu" if bench == "prefill" else "bandwidth_util": 0.42,
                 }
-            store.append_bench({"bench": bench, "model": name, "length": length, "batch_size": 1, **record})
+            store.append_bench(
+                {"bench": bench, "model": name, "impl": "mmx hybrid", "length": length, "batch_size": batch, **record}
+            )
     return path
 
 

@@ -11,9 +11,10 @@ import pytest
 
 from mmx.app import main
 from mmx.errors import MmxError
+from mmx.results.charts import all_charts
 from mmx.results.markdown import report_markdown
 from mmx.results.report import Report
-from mmx.results.tables import all_tables, summary_table, task_table
+from mmx.results.tables import all_tables, bench_table, summary_table, task_table
 
 K = 1024
 
@@ -125,6 +126,20 @@ def test_cli_terminal_markdown_and_csv(tmp_path: Path, synth: ModuleType, capsys
         "bench.csv",
         "lm_eval.csv",
     }
+
+
+def test_bench_curves_leave_failures_off_the_plot(tmp_path: Path, synth: ModuleType) -> None:
+    path = synth.write_bench_run(tmp_path / "bench", [4 * K, 8 * K, 16 * K], oom_from=16 * K, decode_batches=(1, 8))
+    report = Report.build([path])
+    series = {(s.bench, s.name): s for s in report.analyses[0].bench}
+    assert list(series) == [("prefill", "mmx hybrid"), ("decode", "mmx hybrid"), ("decode", "mmx hybrid ×8")]
+    assert [p.status for p in series[("decode", "mmx hybrid ×8")].points] == ["ok", "ok", "oom"]
+    rows = [[c.text for c in row.cells] for row in bench_table(report.analyses[0]).rows]
+    assert rows[0] == ["prefill", "mmx hybrid", "4k", "39,385", "0.102", "2.06", "42%", "ok"]
+    assert rows[2] == ["prefill", "mmx hybrid", "16k", "—", "—", "—", "—", "OOM"]  # its 79.5 GB peak is not a result
+    charts = all_charts(report)["bench"]
+    assert [c.key for c in charts] == ["bench-prefill", "bench-decode"]  # one chart per bench kind, not per curve
+    assert report.analyses[0].run.progress.status == "complete, with failures"
 
 
 def test_lm_eval_run_without_results_says_so(tmp_path: Path, synth: ModuleType) -> None:
