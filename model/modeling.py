@@ -168,6 +168,12 @@ def _sdpa(
     """q [B, T, H, D], k/v [B, S, KV, D] -> [B, T, H, D]; scale 1/√D; a boolean `mask` is [B, T, S] (True = attend)."""
     if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
         mask = mask[:, None]  # [B, 1, T, S]
+    B, T, H, D = q.shape
+    KV = k.shape[2]
+    if T == 1 and not is_causal:  # decode: each KV head's query group becomes its query rows, so K/V never repeat
+        q_groups = q.view(B, KV, H // KV, D)  # heads h = j·G … j·G + G − 1 share KV head j
+        o = F.scaled_dot_product_attention(q_groups, k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
+        return o.reshape(B, 1, H, D)  # [B, KV, G, D] -> [B, 1, H, D]
     o = F.scaled_dot_product_attention(
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, is_causal=is_causal, enable_gqa=True
     )  # [B, H, T, D]
