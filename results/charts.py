@@ -25,6 +25,7 @@ from mmx.sizes import format_size
 
 PALETTE = ["#2563eb", "#ea580c", "#059669", "#9333ea", "#dc2626", "#0891b2", "#ca8a04", "#db2777", "#4b5563", "#65a30d"]
 REFERENCE_COLORS = ["#6b7280", "#9ca3af", "#374151", "#a8a29e", "#57534e"]
+# one colour per RULER task, in suite order: the NIAH family in blues and ambers, then greens, violets and reds
 TASK_COLORS = [
     "#1d4ed8",
     "#60a5fa",
@@ -213,7 +214,7 @@ def run_chart(a: RunAnalysis) -> Chart:
         ax.set_title(run_title(run))
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7.5)
     title = f"Score vs length — {run_title(run)}"
-    return Chart(f"run-{run.path.name}", title, f"per-task scores against length for {run.label}", to_data_uri(fig))
+    return Chart(f"run-{run.key}", title, f"per-task scores against length for {run.label}", to_data_uri(fig))
 
 
 def niah_heatmap(a: RunAnalysis) -> Chart | None:
@@ -248,7 +249,7 @@ def niah_heatmap(a: RunAnalysis) -> Chart | None:
         ax.set_title(run_title(a.run))
         fig.colorbar(image, ax=ax, label="score", shrink=0.9, pad=0.02)
     title = f"Needle in a haystack — {run_title(a.run)}"
-    return Chart(f"niah-{a.run.path.name}", title, f"needle depth × length heatmap for {a.run.label}", to_data_uri(fig))
+    return Chart(f"niah-{a.run.key}", title, f"needle depth × length heatmap for {a.run.label}", to_data_uri(fig))
 
 
 def _bench_panel(ax: Axes, series: list[tuple[str, str, BenchSeries]], field: str) -> None:

@@ -14,7 +14,8 @@ import jinja2
 
 from mmx.errors import MmxError
 from mmx.results.charts import all_charts, run_colors
-from mmx.results.report import Report, RunAnalysis
+from mmx.results.report import Report
+from mmx.results.runs import Run
 from mmx.results.tables import Cell, Row, all_tables, run_title
 from mmx.sizes import format_size
 
@@ -48,15 +49,14 @@ def flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix, "—" if value is None else str(value))]
 
 
-def run_card(a: RunAnalysis, color: str) -> dict[str, Any]:
+def run_card(run: Run, color: str) -> dict[str, Any]:
     """What the metadata card of one run shows."""
-    run = a.run
     command = run.meta.get("command")
     overview = {
         "directory": str(run.path),
         "kind": run.kind,
         "suite": run.meta.get("suite"),
-        "command": shlex.join(command) if isinstance(command, list) else command,
+        "command": shlex.join(str(arg) for arg in command) if isinstance(command, list) else command,
         "started": run.meta.get("started_at"),
         "git commit": run.meta.get("git_commit"),
         "seed": run.params.get("seed"),
@@ -112,7 +112,7 @@ def render_html(report: Report) -> str:
             niah_tables=[t for k, t in tables.items() if k.startswith("niah-")],
             bench_tables=[t for k, t in tables.items() if k.startswith("bench-")],
             charts=all_charts(report),
-            cards=[run_card(a, colors[a.run.label]) for a in report.analyses],
+            cards=[run_card(a.run, colors[a.run.label]) for a in report.analyses],
             warnings=_warnings(report),
             data=report.to_dict(),
             version=version,

@@ -7,6 +7,7 @@ the cells it has and lists what its own `run.json` parameters promised but the d
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -33,6 +34,7 @@ class Run:
     bench: list[dict[str, Any]]
     lm_eval: dict[str, dict[str, Any]] | None
     label: str = ""
+    key: str = ""  # unique within a report and safe in an HTML id: "1-mmx-mini"
 
     @classmethod
     def load(cls, path: str | Path) -> Run:
@@ -211,7 +213,8 @@ def _name_cells(cells: list[tuple[str, int, str]]) -> str:
 
 
 def load_runs(paths: list[str | Path]) -> list[Run]:
-    """Load every run directory and give each a unique label: the model name, plus the directory where names repeat."""
+    """Load every run directory and give each a unique label: the model name, plus the directory where names repeat
+    (plus a counter where even those repeat, e.g. runs/a/run and runs/b/run)."""
     if not paths:
         raise MmxError("no run directories given", "pass one or more directories written by mmx eval / mmx bench")
     runs = []
@@ -220,7 +223,10 @@ def load_runs(paths: list[str | Path]) -> list[Run]:
             raise MmxError(f"{path} does not exist", "pass a run directory, e.g. runs/<name>")
         runs.append(Run.load(path))
     names = Counter(run.model_name for run in runs)
-    for run in runs:
-        if names[run.model_name] > 1:
-            run.label = f"{run.model_name} [{run.path.name}]"
+    seen: Counter[str] = Counter()
+    for i, run in enumerate(runs, start=1):
+        label = f"{run.model_name} [{run.path.name}]" if names[run.model_name] > 1 else run.model_name
+        seen[label] += 1
+        run.label = label if seen[label] == 1 else f"{label} ({seen[label]})"
+        run.key = f"{i}-" + (re.sub(r"[^a-z0-9]+", "-", run.model_name.lower()).strip("-") or "run")
     return runs

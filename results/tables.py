@@ -14,7 +14,7 @@ from typing import Any
 
 from mmx.results.aggregate import CellScore, LengthMean, Summary, summarize
 from mmx.results.report import Report, RunAnalysis
-from mmx.results.runs import Run
+from mmx.results.runs import NIAH_TASK, Run
 from mmx.sizes import format_size
 
 PARTIAL_MARK = "*"
@@ -82,7 +82,10 @@ def score_cell(cell: CellScore | None, partial: bool = False, beyond: bool = Fal
     return Cell(fmt_score(cell.mean), cell.mean)
 
 
-def _length_cell(a: RunAnalysis, length: int, threshold: float, effective: int | None, short: set) -> Cell:
+def _length_cell(
+    a: RunAnalysis, length: int, threshold: float, effective: int | None, short: set[tuple[str, int]]
+) -> Cell:
+    """The mean over tasks at one length, tagged against the threshold; OOM / n/a / missing where it has none."""
     mean: LengthMean | None = a.means.get(length)
     if mean is None or mean.mean is None:
         if any(cell.oom for (t, n), cell in a.run.cells.items() if n == length):
@@ -211,11 +214,10 @@ def niah_table(a: RunAnalysis) -> Table | None:
         rows.append(Row(cells))
     means = [Cell("Mean")]
     for n in matrix.lengths:
-        cell = a.run.cells.get(("niah", n))
-        means.append(score_cell(cell))
+        means.append(score_cell(a.run.cells.get((NIAH_TASK, n))))
     rows.append(Row(means, ("mean",)))
     title = f"Needle in a haystack — {run_title(a.run)}"
-    return Table(f"niah-{a.run.path.name}", title, ["Depth", *map(format_size, matrix.lengths)], rows)
+    return Table(f"niah-{a.run.key}", title, ["Depth", *map(format_size, matrix.lengths)], rows)
 
 
 def _num(value: float | None, spec: str) -> str:
@@ -247,7 +249,7 @@ def bench_table(a: RunAnalysis) -> Table | None:
             )
     columns = ["Bench", "Model / kernel", "Length", "Tokens/s", "TTFT (s)", "Peak mem (GB)", "MFU / BW", "Status"]
     title = f"Throughput and memory — {run_title(a.run)}"
-    return Table(f"bench-{a.run.path.name}", title, columns, rows, text_columns=2)
+    return Table(f"bench-{a.run.key}", title, columns, rows, text_columns=2)
 
 
 def _metric_rows(results: dict[str, dict[str, Any]]) -> dict[tuple[str, str], str]:

@@ -96,6 +96,14 @@ def test_several_runs_side_by_side_with_reference_and_random_flag(tmp_path: Path
     assert "random" in summary.rows[2].tags
 
 
+def test_labels_stay_unique_when_directory_names_repeat(tmp_path: Path, synth: ModuleType) -> None:
+    a = synth.write_eval_run(tmp_path / "x" / "run", tasks=["vt"], lengths=[4 * K], samples=1)
+    b = synth.write_eval_run(tmp_path / "y" / "run", tasks=["vt"], lengths=[4 * K], samples=1)
+    runs = [x.run for x in Report.build([a, b]).analyses]
+    assert [r.label for r in runs] == ["mmx-mini [run]", "mmx-mini [run] (2)"]
+    assert [r.key for r in runs] == ["1-mmx-mini", "2-mmx-mini"]
+
+
 def test_cli_terminal_markdown_and_csv(tmp_path: Path, synth: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
     run = synth.write_eval_run(tmp_path / "run", tasks=["vt", "cwe"], lengths=[4 * K, 8 * K], samples=3)
     niah = synth.write_niah_run(tmp_path / "niah", [4 * K, 32 * K], [0.0, 50.0, 100.0])
