@@ -1,0 +1,241 @@
+"""`mmx bench throughput`: prefill and decode speed and peak memory against context length, into a bench run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mmx.errors import MmxError
+from mmx.groups import bench_app
+from mmx.sizes import format_size, parse_size, parse_sizes, sweep
+
+DEFAULT_MODEL = "mmx-mini"
+DEFAULT_MAX_LEN = {"cuda": "1m", "cpu": "16k"}  # a CPU sweep to 1M tokens would take hours
+DEFAULT_CHUNK = 4096  # prefill chunk: keeps a GPU busy while bounding activations to one chunk
+PEAK_SOURCES = ("datasheet", "measure")
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _positive(value: int | float | None, flag: str, minimum: int = 1) -> None:
+    if value is not None and value < minimum:
+        raise MmxError(f"bad {flag} {value}", f"use {flag} {minimum} or more")
+
+
+def resolve_lengths(max_len: str | None, lengths: str | None, device_type: str) -> list[int]:
+    """`--lengths` as given, or the powers of two from 4k up to `--max-len` (default by device); not both."""
+    if max_len is not None and lengths is not None:
+        raise MmxError("--max-len and --lengths both given", "use --max-len for a sweep or --lengths for a list")
+    if lengths is not None:
+        parsed = parse_sizes(lengths)
+        if not parsed:
+            raise MmxError(f"bad size list {lengths!r}", "give comma-separated sizes, e.g. 4k,16k,64k")
+        return parsed
+    return sweep(parse_size(max_len or DEFAULT_MAX_LEN[device_type]))
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    """`1,8,64` -> [1, 8, 64]; empty means no decode measurements."""
+    sizes = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if not part.isdigit() or int(part) < 1:
+            raise MmxError(f"bad batch size {part!r} in --batch-sizes", "give positive integers, e.g. 1,8,64")
+        sizes.append(int(part))
+    return sorted(set(sizes))
+
+
+def parse_archs(text: str) -> list[str]:
+    """`hybrid`, a comma list, or `all` -> architectures in the order given."""
+    from mmx.throughput_subjects import ARCHS
+
+    names = list(ARCHS) if text.strip().lower() == "all" else [a.strip() for a in text.split(",") if a.strip()]
+    unknown = [a for a in names if a not in ARCHS]
+    if not names or unknown:
+        raise MmxError(
+            f"unknown architecture {(unknown or [text])[0]!r}", f"use all or a comma list of {', '.join(ARCHS)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def default_out(spec: str) -> Path:
+    """`runs/bench-<model>-<timestamp>`."""
+    from mmx.cli_eval import model_slug
+
+    return Path("runs") / f"bench-{model_slug(spec)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def plan_subjects(
+    spec: str, place: Any, *, layers: int | None, archs: list[str], compare_transformers: bool
+) -> list[Any]:
+    """Subjects for a spec: random presets can be reshaped and compared; checkpoints and hf: models run as loaded."""
+    from mmx.throughput_subjects import backend_subject, random_subjects
+
+    if spec.startswith("random:"):
+        return random_subjects(spec, place, layers=layers, archs=archs, compare_transformers=compare_transformers)
+    if spec.startswith("openai:"):
+        raise MmxError("an openai: server cannot be timed in-process", "bench the model it serves with NAME or hf:")
+    reshaping = [flag for flag, used in (("--layers", layers), ("--arch", archs != ["hybrid"])) if used]
+    if compare_transformers:
+        reshaping.append("--compare-transformers")
+    if reshaping:
+        raise MmxError(
+            f"{', '.join(reshaping)} need random weights of a preset",
+            "use --model random:PRESET (e.g. random:minimax-text-01 --layers 4); speed does not depend on the weights",
+        )
+    return [backend_subject(spec, place)]
+
+
+def summary_table(title: str, records: list[dict[str, Any]]) -> Table:
+    """One row per measurement: throughput, TTFT, peak memory, and MFU (prefill) or bandwidth use (decode)."""
+    table = Table(title=title)
+    for name in ("bench", "series", "length", "batch"):
+        table.add_column(name)
+    for name in ("tokens/s", "TTFT (s)", "peak GB", "MFU / BW", "status"):
+        table.add_column(name, justify="right")
+    for r in records:
+        ok = r["status"] == "ok"
+        util = r.get("mfu") if r["bench"] == "prefill" else r.get("bandwidth_util")
+        table.add_row(
+            r["bench"],
+            r["impl"],
+            format_size(r["length"]),
+            str(r["batch_size"]),
+            f"{r['tokens_per_s']:,.0f}" if ok else "–",
+            f"{r['ttft_s']:.3f}" if ok and r.get("ttft_s") is not None else "–",
+            f"{r['peak_mem_gb']:.2f}" if r.get("peak_mem_gb") is not None else "–",
+            f"{util:.0%}" if ok and util is not None else "–",
+            r["status"].upper() if not ok else "ok",
+        )
+    return table
+
+
+def _command(args: list[tuple[str, Any]]) -> list[str]:
+    """The canonical argv of this run (resolved lengths and --out), which resumes it when run again."""
+    argv = ["mmx", "bench", "throughput"]
+    for flag, value in args:
+        if value is True:
+            argv.append(flag)
+        elif value not in (None, False):
+            argv += [flag, str(value)]
+    return argv
+
+
+_OUT = typer.Option(None, "--out", help="Run directory; rerun with the same --out to resume [default: runs/…].")
+
+
+@bench_app.command()
+def throughput(
+    model: str = typer.Option(
+        DEFAULT_MODEL, "--model", help="Model spec: mmx-mini, mmx:PATH, random:PRESET[:SEED], hf:…"
+    ),
+    max_len: str | None = typer.Option(
+        None, "--max-len", help="Sweep powers of two from 4k up to this size [default: 1m on CUDA, 16k on CPU]."
+    ),
+    lengths: str | None = typer.Option(None, "--lengths", help="Exact context lengths instead, e.g. 16k,256k,1m."),
+    batch_sizes: str = typer.Option("1,8,64", "--batch-sizes", help="Decode batch sizes, a comma list."),
+    decode_steps: int = typer.Option(16, "--decode-steps", help="Timed decode steps per cell; 0: prefill only."),
+    repeats: int = typer.Option(3, "--repeats", help="Timed prefills per length (one when a run takes over 2 s)."),
+    chunk_size: int = typer.Option(DEFAULT_CHUNK, "--chunk-size", help="Prefill chunk of mmx models (tokens)."),
+    layers: int | None = typer.Option(None, "--layers", help="Keep N layers of a random: preset (a slice)."),
+    arch: str = typer.Option("hybrid", "--arch", help="hybrid, softmax, lightning, a comma list, or all."),
+    compare_transformers: bool = typer.Option(
+        False, "--compare-transformers", help="Also time transformers' MiniMaxForCausalLM on the same config."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on CUDA, fp32 on CPU), bf16, fp16, fp32."),
+    peaks: str = typer.Option("datasheet", "--peaks", help="MFU/bandwidth ceilings: datasheet or measure."),
+    budget: float | None = typer.Option(None, "--budget", help="Seconds; start no new measurement after this."),
+    out: Path | None = _OUT,
+    seed: int = typer.Option(0, "--seed", help="Seed of the random weights' draw order and of the token ids."),
+    json_output: bool = typer.Option(False, "--json", help="Print the records as JSON instead of the table."),
+    quiet: bool = typer.Option(False, "--quiet", help="No per-measurement lines (warnings still print)."),
+) -> None:
+    """Prefill tokens/s and time to first token against context length, decode tokens/s at batch sizes, peak memory."""
+    from mmx.cli_eval import check_out_dir
+    from mmx.model.native_backend import resolve_device, resolve_dtype
+    from mmx.results.store import RunStore
+    from mmx.runner import run_metadata
+    from mmx.throughput import Plan, ThroughputBench
+    from mmx.throughput_peaks import detect_peaks
+    from mmx.throughput_subjects import Placement
+
+    for value, flag, minimum in ((repeats, "--repeats", 1), (chunk_size, "--chunk-size", 1), (layers, "--layers", 1)):
+        _positive(value, flag, minimum)
+    _positive(decode_steps, "--decode-steps", 0)
+    if budget is not None and budget <= 0:
+        raise MmxError(f"bad --budget {budget:g}", "give a positive number of seconds")
+    if peaks not in PEAK_SOURCES:
+        raise MmxError(f"unknown --peaks {peaks!r}", f"use {' or '.join(PEAK_SOURCES)}")
+    if dtype not in DTYPES:
+        raise MmxError(f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
+    archs = parse_archs(arch)
+    decode_batches = parse_batch_sizes(batch_sizes)
+    place_device = resolve_device(device)
+    sizes = resolve_lengths(max_len, lengths, place_device.type)
+    place = Placement(place_device, resolve_dtype(dtype, place_device), chunk_size)
+    out = out or default_out(model)
+    check_out_dir(out)
+    subjects = plan_subjects(model, place, layers=layers, archs=archs, compare_transformers=compare_transformers)
+    ceilings = detect_peaks(place.device, place.dtype, measure=peaks == "measure")
+    plan = Plan(sizes, decode_batches, decode_steps, repeats, seed, budget)
+    command = _command(
+        [
+            ("--model", model),
+            ("--lengths", ",".join(format_size(n) for n in sizes)),
+            ("--batch-sizes", ",".join(map(str, decode_batches)) or None),
+            ("--decode-steps", decode_steps),
+            ("--repeats", repeats),
+            ("--chunk-size", chunk_size),
+            ("--layers", layers),
+            ("--arch", ",".join(archs)),
+            ("--compare-transformers", compare_transformers),
+            ("--device", device),
+            ("--dtype", dtype),
+            ("--peaks", peaks),
+            ("--budget", budget),
+            ("--out", out),
+            ("--seed", seed),
+        ]
+    )
+    params = {
+        **plan.params(),
+        "model": model,
+        "layers": layers,
+        "archs": archs,
+        "compare_transformers": compare_transformers,
+        "chunk_size": chunk_size,
+        "dtype": place.dtype_name,
+        "device_name": ceilings.device,
+    }
+    described = {**subjects[0].info, "name": subjects[0].family}
+    meta = run_metadata("bench", command, "throughput", described, params)
+    meta |= {"subjects": [s.info for s in subjects], "peaks": ceilings.to_dict()}
+    store = RunStore(out, on_corrupt=lambda m: _warn(f"{m} (that measurement will run again)"))
+    resumed = store.open(meta)
+    print(f"{'resuming' if resumed else 'writing'} run in {out} (resume with --out {out})", file=sys.stderr)
+    log = (lambda _: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    bench = ThroughputBench(plan, store, place.device, ceilings, place.dtype, log=log, warn=_warn)
+    try:
+        bench.run(subjects)
+    except KeyboardInterrupt:
+        print(f"interrupted: rerun the same command with --out {out} to resume", file=sys.stderr)
+        raise typer.Exit(130) from None
+    records = store.bench()
+    if json_output:
+        print(json.dumps({"run_dir": str(out), "peaks": ceilings.to_dict(), "records": records}, indent=2))
+        return
+    source = f"{ceilings.matmul_tflops} TFLOP/s, {ceilings.bandwidth_tbs} TB/s ({ceilings.source})"
+    table = summary_table(f"throughput · {model} · {ceilings.device} · peaks {source}", records)
+    Console().print(table)
