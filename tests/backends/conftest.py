@@ -6,6 +6,7 @@ margins and batched (left-padded) and one-at-a-time runs pick the same tokens de
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,41 @@ def run_cli(args: list[str]) -> tuple[int, str, str]:
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
     return code, out.getvalue(), err.getvalue()
+
+
+class Faulty:
+    """A backend that fails on purpose: calls `after`+1 … `after`+`times` to `generate` hit `fault` (an exception
+    to raise, or "slow" to sleep `delay` seconds first); the rest go to `inner`. `fault = None` heals it."""
+
+    def __init__(self, inner, fault=None, *, after: int = 0, times: int = 10**9, delay: float = 1.0) -> None:
+        import threading
+
+        self.inner, self.fault, self.after, self.times, self.delay = inner, fault, after, times, delay
+        self.tokenizer, self.max_context, self.prefix_ids = inner.tokenizer, inner.max_context, inner.prefix_ids
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def generate(self, prompts, max_new_tokens, stop=None):
+        with self.lock:
+            self.calls += 1
+            hit = self.fault is not None and self.after < self.calls <= self.after + self.times
+        if hit and self.fault == "slow":
+            time.sleep(self.delay)
+        elif hit:
+            raise self.fault
+        return self.inner.generate(prompts, max_new_tokens, stop)
+
+    def loglikelihood(self, pairs):
+        return self.inner.loglikelihood(pairs)
+
+    def describe(self):
+        return self.inner.describe()
+
+
+@pytest.fixture(scope="session")
+def faulty() -> type[Faulty]:
+    """`faulty(inner, fault, after=0, times=…, delay=1.0)`: a backend that fails on purpose."""
+    return Faulty
 
 
 @pytest.fixture(scope="session")
