@@ -1,9 +1,10 @@
 """Training documents generated offline by the evaluation tasks themselves, with seeds no evaluation uses.
 
-Document `i` of a run is a pure function of (mix, seed, row length, i): groups of `GROUP` consecutive documents come
-from one `Task.samples(tokenizer, length, GROUP, seed)` call, with the task drawn by weight and the length drawn
-log-uniformly between `min_len` and the row length. Task seeds live at 2^48 and above; evaluation seeds are small
-integers, so no training prompt is an evaluation prompt. Generation runs in worker processes ahead of the trainer.
+Document `i` of a run is a pure function of (mix, seed, row length, i): its own RNG draws the task by weight and the
+task length log-uniformly between `min_len` and the row length, then `Task.sample(tokenizer, length, index=i,
+seed=2^48 + seed)` builds it. Evaluation seeds are small integers and every sample's content is a hash of (task,
+length, index, seed), so no training prompt is an evaluation prompt. Work is handed to worker processes in groups of
+`GROUP` documents, generated ahead of the trainer.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from mmx.model.tokenizer import ByteTokenizer
 
 from .packing import Document
 
-GROUP = 10  # samples per generator call: NIAH cycles its depths over sample indices, so a group spans all of them
+GROUP = 16  # documents per unit of work handed to a generator process
 TRAIN_SEED_BASE = 1 << 48
 
 
@@ -29,7 +30,7 @@ class DataMix:
     """Which tasks make the documents, with what weight, and how short a document may be."""
 
     weights: dict[str, float]
-    min_len: int = 512
+    min_len: int = 1024
     task_options: dict[str, dict[str, object]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
@@ -50,7 +51,7 @@ def parse_mix(text: str, min_len: int) -> DataMix:
             weight = float(raw) if raw else 1.0
         except ValueError:
             raise MmxError(f"bad weight in {part!r}", "write NAME or NAME=WEIGHT, e.g. niah_single_1=3") from None
-        if weight <= 0:
+        if not weight > 0:
             raise MmxError(f"weight of {name!r} must be positive", "drop the task instead of giving it weight 0")
         members = SUITES.get(name, [name])
         for task in members:
@@ -68,35 +69,46 @@ def answer_text(references: list[str], match_all: bool) -> str:
     return " " + ", ".join(shown) + "."
 
 
-@lru_cache(maxsize=32)
-def _task(name: str, options: tuple[tuple[str, object], ...]):  # one task object per worker process
+@lru_cache(maxsize=64)
+def _task(name: str, options: tuple[tuple[str, object], ...]):  # one task object per process
     from mmx.tasks import get_task
 
     return get_task(name, **dict(options))
 
 
-def _group_plan(mix: DataMix, seed: int, group: int, max_len: int) -> tuple[str, int, int]:
-    """(task, length, task seed) of a group: drawn from its own RNG, so any group can be rebuilt alone."""
-    rng = random.Random(f"mmx-train:{seed}:{group}")
+def document_plan(mix: DataMix, seed: int, index: int, max_len: int) -> tuple[str, int]:
+    """(task, length) of document `index`, from its own RNG, so any document can be rebuilt alone."""
+    rng = random.Random(f"mmx-train:{seed}:{index}")
     names = sorted(mix.weights)
     task = rng.choices(names, weights=[mix.weights[n] for n in names])[0]
     low = min(mix.min_len, max_len)
-    length = int(round(math.exp(rng.uniform(math.log(low), math.log(max_len)))))
-    return task, length, TRAIN_SEED_BASE + (seed << 32) + group
+    return task, int(round(math.exp(rng.uniform(math.log(low), math.log(max_len)))))
+
+
+def make_document(mix: DataMix, seed: int, index: int, max_len: int) -> Document:
+    """BOS, prompt + answer prefix, the answer, EOS: at most `max_len` + 2 tokens, the layout the native backend reads.
+
+    A length too short for the drawn task is doubled (up to `max_len`) until the task fits.
+    """
+    task_name, length = document_plan(mix, seed, index, max_len)
+    task = _task(task_name, tuple(sorted(mix.task_options.get(task_name, {}).items())))
+    tok = ByteTokenizer()
+    while True:
+        try:
+            sample = task.sample(tok, length, index, TRAIN_SEED_BASE + seed)
+            break
+        except MmxError:
+            if length >= max_len:
+                raise
+            length = min(max_len, 2 * length)
+    context = [tok.bos_id] + tok.encode(sample.prompt + sample.answer_prefix)
+    answer = tok.encode(answer_text(list(sample.references), task.metric == "all"))[: sample.max_new_tokens]
+    return Document(context + answer + [tok.eos_id], answer_start=len(context))
 
 
 def make_group(mix: DataMix, seed: int, group: int, max_len: int) -> list[Document]:
-    """The `GROUP` documents of one group: BOS, prompt + answer prefix, answer, EOS (at most `max_len` + 2 tokens)."""
-    task_name, length, task_seed = _group_plan(mix, seed, group, max_len)
-    options = tuple(sorted(mix.task_options.get(task_name, {}).items()))
-    task = _task(task_name, options)
-    tok = ByteTokenizer()
-    docs = []
-    for sample in task.samples(tok, length, GROUP, task_seed):
-        context = [tok.bos_id] + tok.encode(sample.prompt + sample.answer_prefix)
-        answer = tok.encode(answer_text(list(sample.references), getattr(task, "metric", "all") == "all"))
-        docs.append(Document(context + answer[: sample.max_new_tokens] + [tok.eos_id], answer_start=len(context)))
-    return docs
+    """Documents group·GROUP … group·GROUP + GROUP − 1."""
+    return [make_document(mix, seed, i, max_len) for i in range(group * GROUP, (group + 1) * GROUP)]
 
 
 class DocumentStream:

@@ -148,6 +148,7 @@ class Trainer:
         self.time_limit_s = time_limit_s
         self.export_dtype = export_dtype
         self.on_step = on_step
+        run_dir.mkdir(parents=True, exist_ok=True)
         self.tokenizer = ByteTokenizer()
         self.schedule = WarmupCosine(config.lr, config.total_steps, config.warmup, config.min_lr_ratio)
         self.stream = DocumentStream(config.data, config.seed, workers=workers)
