@@ -17,10 +17,9 @@ import torch
 from mmx.errors import MmxError
 
 from .backend import register_backend
-from .config import PRESETS, MiniMaxConfig
+from .config import PRESETS, WEIGHTS_DIR, MiniMaxConfig
 from .tokenizer import ByteTokenizer
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _DTYPES = {
     "bf16": torch.bfloat16,
     "bfloat16": torch.bfloat16,
