@@ -77,7 +77,8 @@ class Task(ABC):
             target = Budget(limit, slack, length, index, seed)
             draft, tokens = fit(lambda budget: self.draft(random.Random(state), counter, budget), counter, target)
         except TooShort as err:
-            need = format_size(err.needed + self.max_new_tokens)
+            need = err.needed + self.max_new_tokens
+            need += max(16, need // 10)  # content is drawn per length, so the exact minimum moves a little
             raise MmxError(
                 f"length {format_size(length)} is too short for task {self.name}",
                 f"this tokenizer needs at least {need} tokens for it; pick a longer length",

@@ -22,7 +22,7 @@ from mmx.tasks.tokens import TokenCounter
 PARAGRAPH_SEP = "\n\n"
 SENTENCE_SEP = " "
 MAX_SENTENCE_CHARS = 1000  # text without sentence ends is split at word boundaries into pieces about this long
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
 _BLANK_LINES = re.compile(r"\n\s*\n")
 _TEXT_SUFFIXES = {".txt", ".md", ".text"}
 

@@ -154,8 +154,9 @@ def weave(
     """Fill `budget` tokens with haystack units and needles (depth in [0, 1], text without separator).
 
     Depth is measured over the filler tokens: a needle goes before the last breakable unit that starts at or before
-    `depth * filler`, i.e. right after the previous sentence or line; depth 1 appends it after the last unit. The last
-    unit is cut (at a word boundary when that lands within `slack`) so the total meets the budget.
+    `depth * filler`, i.e. right after the previous sentence or line, so at 100% it follows the last whole unit (only
+    the cut-off remainder of one unit comes after it). The last unit is cut (at a word boundary when that lands within
+    `slack`) so the total meets the budget.
     """
     loom = _Loom(counter, haystack.needle_sep, [text for _, text in needles])
     fill = budget - loom.reserve
@@ -175,6 +176,6 @@ def weave(
                 loom.add(part, counter.once(part))
             break
         loom.add(text, n)
-    for depth_tokens, k in targets[pending:]:
-        loom.place(k, len(loom.units) if depth_tokens >= fill else last_break)
+    for _, k in targets[pending:]:  # depths at or past the last boundary, 100% included: after the last whole unit
+        loom.place(k, last_break)
     return loom.woven()

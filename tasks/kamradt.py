@@ -1,7 +1,8 @@
 """Needle in a haystack, Kamradt style: one needle sentence in essay prose, swept over a depth × length grid.
 
 Sample `i` puts the needle at depth index `i % depths` of a linear or sigmoid grid from 0% to 100% of the haystack's
-tokens, moved back to the end of the previous sentence (100% appends it). The needle, its question and the answer can
+tokens, moved back to the end of the previous sentence (at 100%: after the last whole sentence, before the cut-off
+remainder that makes the length exact). The needle, its question and the answer can
 be set; by default each sample gets its own needle from a small template ("The best thing to do in {town} is to
 {activity}."), so different indices test different facts. Scoring is a containment check of the answer.
 """
