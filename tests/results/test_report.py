@@ -8,10 +8,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from rich.console import Console
 
 from mmx.app import main
 from mmx.errors import MmxError
 from mmx.results.charts import all_charts
+from mmx.results.console import print_tables
 from mmx.results.markdown import report_markdown
 from mmx.results.report import Report
 from mmx.results.tables import all_tables, bench_table, summary_table, task_table
@@ -94,6 +96,25 @@ def test_several_runs_side_by_side_with_reference_and_random_flag(tmp_path: Path
     assert [c.text for c in ref.cells[1:4]] == ["96.3", "96.1", "95.3"]
     assert ref.cells[4].text == "95.9"  # Avg over the table's lengths: (96.3 + 96.1 + 95.3) / 3
     assert "random" in summary.rows[2].tags
+
+
+def test_narrow_terminal_gets_whole_numbers(tmp_path: Path, synth: ModuleType) -> None:
+    """Too wide for the console: one table per model block, then runs of columns; never a number cut to "…"."""
+    lengths = [4 * K, 8 * K, 16 * K, 32 * K, 64 * K]
+    paths = [synth.write_eval_run(tmp_path / d, tasks=["vt"], lengths=lengths, samples=1) for d in ("a", "b", "c")]
+    tables = all_tables(Report.build(paths, references=["minimax-text-01"]))
+    for table in tables:
+        table.notes = []  # notes are prose (they may say "1…n"); only the tables are checked
+    narrow, wide = Console(width=70, record=True), Console(width=250, record=True)
+    print_tables(tables, narrow)
+    print_tables(tables, wide)
+    narrow_text, wide_text = narrow.export_text(), wide.export_text()
+    assert "…" not in narrow_text and max(len(line) for line in narrow_text.splitlines()) <= 70
+    assert narrow_text.count("Score per task and length") == 3 and wide_text.count("Score per task and length") == 1
+    assert "RULER summary (1/" in narrow_text and "RULER summary (" not in wide_text
+    for table in tables:  # every number is printed in full somewhere
+        for row in table.rows:
+            assert all(cell.text in narrow_text for cell in row.cells[1:])
 
 
 def test_labels_stay_unique_when_directory_names_repeat(tmp_path: Path, synth: ModuleType) -> None:
