@@ -16,7 +16,7 @@ from typing import Any
 
 from mmx.errors import MmxError
 from mmx.results.aggregate import OK, OOM, CellScore, cell_scores, sample_status
-from mmx.results.store import RunStore
+from mmx.results.store import RUN_FILE, RunStore
 from mmx.sizes import format_size, parse_size
 
 LM_EVAL_FILE = "lm_eval_results.json"
@@ -212,16 +212,22 @@ def _name_cells(cells: list[tuple[str, int, str]]) -> str:
     return ", ".join(named) + more
 
 
+def expand(path: Path) -> list[Path]:
+    """A run directory itself, or, for a folder of runs such as `runs/`, each run directory directly inside it."""
+    if not path.exists():
+        raise MmxError(f"{path} does not exist", "pass a run directory, e.g. runs/<name>")
+    if (path / RUN_FILE).exists() or not path.is_dir():
+        return [path]
+    inside = sorted(p for p in path.iterdir() if (p / RUN_FILE).exists())
+    return inside or [path]  # an empty folder fails in Run.load with "not a run directory"
+
+
 def load_runs(paths: list[str | Path]) -> list[Run]:
     """Load every run directory and give each a unique label: the model name, plus the directory where names repeat
     (plus a counter where even those repeat, e.g. runs/a/run and runs/b/run)."""
     if not paths:
         raise MmxError("no run directories given", "pass one or more directories written by mmx eval / mmx bench")
-    runs = []
-    for path in paths:
-        if not Path(path).exists():
-            raise MmxError(f"{path} does not exist", "pass a run directory, e.g. runs/<name>")
-        runs.append(Run.load(path))
+    runs = [Run.load(run_dir) for path in paths for run_dir in expand(Path(path))]
     names = Counter(run.model_name for run in runs)
     seen: Counter[str] = Counter()
     for i, run in enumerate(runs, start=1):

@@ -117,6 +117,13 @@ def test_narrow_terminal_gets_whole_numbers(tmp_path: Path, synth: ModuleType) -
             assert all(cell.text in narrow_text for cell in row.cells[1:])
 
 
+def test_a_folder_of_runs_expands_to_its_run_directories(tmp_path: Path, synth: ModuleType) -> None:
+    for name in ("b", "a"):
+        synth.write_eval_run(tmp_path / "runs" / name, tasks=["vt"], lengths=[4 * K], samples=1)
+    (tmp_path / "runs" / "notes").mkdir()  # not a run: skipped
+    assert [a.run.path.name for a in Report.build([tmp_path / "runs"]).analyses] == ["a", "b"]
+
+
 def test_labels_stay_unique_when_directory_names_repeat(tmp_path: Path, synth: ModuleType) -> None:
     a = synth.write_eval_run(tmp_path / "x" / "run", tasks=["vt"], lengths=[4 * K], samples=1)
     b = synth.write_eval_run(tmp_path / "y" / "run", tasks=["vt"], lengths=[4 * K], samples=1)
@@ -183,7 +190,7 @@ def test_lm_eval_run_without_results_says_so(tmp_path: Path, synth: ModuleType) 
     ("argv", "message"),
     [
         (["report", "/nonexistent/run"], "does not exist"),
-        (["report", "{tmp}"], "is not a run directory"),
+        (["report", "{tmp}/empty"], "is not a run directory"),
         (["report", "{run}", "--reference", "llama-9"], "no published scores for 'llama-9'"),
         (["report", "{run}", "--threshold", "150"], "outside 0–100"),
     ],
@@ -193,6 +200,7 @@ def test_cli_errors_are_one_line(
     tmp_path: Path, synth: ModuleType, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
     run = synth.write_eval_run(tmp_path / "run", tasks=["vt"], lengths=[4 * K], samples=1)
+    (tmp_path / "empty").mkdir()
     argv = [a.format(tmp=tmp_path, run=run) for a in argv]
     code, _, err = cli(argv, capsys)
     assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1
