@@ -2,7 +2,7 @@
 
 from .chunk import chunk_lightning, decode_step
 from .dispatch import lightning_attn, lightning_decode
-from .naive import naive_masked, naive_recurrence
+from .naive import naive_masked, naive_recurrence, naive_recurrence_grads
 
 __all__ = [
     "chunk_lightning",
@@ -11,4 +11,5 @@ __all__ = [
     "lightning_decode",
     "naive_masked",
     "naive_recurrence",
+    "naive_recurrence_grads",
 ]

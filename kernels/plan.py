@@ -25,12 +25,23 @@ class KernelConfig:
     programs_per_sm: int = 4  # how many programs per multiprocessor the automatic segment size aims at
     max_segment: int = 16384  # longer segments save little state traffic but lose parallelism
     value_split: int = 1  # forward programs per head along the value dim (more programs, q/k read again)
-    fwd_warps: int = 4
+    fwd_warps: int | None = None  # None: by the size of the state block a program holds in registers
     fwd_stages: int = 2
     bwd_chunk: int = 64
-    bwd_warps: int = 4
+    bwd_key_split: int = 1  # dq programs per head along the key dim (halves its two register states)
+    bwd_warps: int | None = None
     bwd_stages: int = 2
     decode_block_v: int = 32  # value columns of the state per decode program
+
+    @staticmethod
+    def warps(chosen: int | None, state_elems: int) -> int:
+        """`chosen`, or 4-8 warps, enough that a program's fp32 state blocks take about 64 registers per thread."""
+        return chosen if chosen is not None else max(4, min(8, state_elems // (64 * 32)))
+
+    @staticmethod
+    def split(parts: int, dim: int) -> int:
+        """How many parts `dim` really splits into: blocks of a matrix product need at least 16 columns."""
+        return max(1, min(parts, dim // 16))
 
     def with_(self, **changes: object) -> KernelConfig:
         """A copy with some fields changed (used by the benchmark's tuning sweep)."""

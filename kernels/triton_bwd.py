@@ -50,26 +50,29 @@ def _dq_kernel(
     K: tl.constexpr,
     V: tl.constexpr,
     BT: tl.constexpr,
+    BK: tl.constexpr,
     START: tl.constexpr,  # 0: zero state, 1: h_start[sequence], 2: h_start[segment]
     STORE_R: tl.constexpr,
     STATE_BF16: tl.constexpr,
     PREC: tl.constexpr,
 ):
+    """dq[:, key columns i_k*BK ...] of one segment, and the same rows of its reverse contribution R."""
     i_s = tl.program_id(0)
     i_h = tl.program_id(1)
+    i_k = tl.program_id(2)
     bos = tl.load(seg_bos + i_s).to(tl.int64)
     n_rows = tl.load(seg_len + i_s)
     i_n = tl.load(seg_seq + i_s)
     s = tl.load(slope + i_h).to(tl.float32)
     o_t = tl.arange(0, BT)
-    o_kv = tl.arange(0, K)[:, None] * V + tl.arange(0, V)[None, :]  # [K, V]
+    o_kv = (i_k * BK + tl.arange(0, BK))[:, None] * V + tl.arange(0, V)[None, :]  # [BK, V]
     if START == 1:
         b_h = tl.load(h_start + (i_n * H + i_h).to(tl.int64) * K * V + o_kv)
     elif START == 2:
         b_h = tl.load(h_start + (i_s * H + i_h).to(tl.int64) * K * V + o_kv)
     else:
-        b_h = tl.zeros([K, V], dtype=tl.float32)
-    b_r = tl.zeros([K, V], dtype=tl.float32)
+        b_h = tl.zeros([BK, V], dtype=tl.float32)
+    b_r = tl.zeros([BK, V], dtype=tl.float32)
 
     b_mask = _intra_mask(s, BT)
     b_qd = tl.exp(-s * (o_t + 1).to(tl.float32))  # [BT] λ^(i+1)
@@ -79,15 +82,15 @@ def _dq_kernel(
     p_do0 = do + bos * stride_dot + i_h * stride_doh
     p_dq0 = dq + bos * stride_dqt + i_h * stride_dqh
     for i_c in range(0, tl.cdiv(n_rows, BT)):
-        p_k = tl.make_block_ptr(p_k0, (n_rows, K), (stride_kt, 1), (i_c * BT, 0), (BT, K), (1, 0))
+        p_k = tl.make_block_ptr(p_k0, (n_rows, K), (stride_kt, 1), (i_c * BT, i_k * BK), (BT, BK), (1, 0))
         p_v = tl.make_block_ptr(p_v0, (n_rows, V), (stride_vt, 1), (i_c * BT, 0), (BT, V), (1, 0))
         p_do = tl.make_block_ptr(p_do0, (n_rows, V), (stride_dot, 1), (i_c * BT, 0), (BT, V), (1, 0))
-        p_dq = tl.make_block_ptr(p_dq0, (n_rows, K), (stride_dqt, 1), (i_c * BT, 0), (BT, K), (1, 0))
-        b_k = tl.load(p_k, boundary_check=(0,))  # [BT, K]
-        b_v = tl.load(p_v, boundary_check=(0,))  # [BT, V]
-        b_do = tl.load(p_do, boundary_check=(0,))  # [BT, V]
+        p_dq = tl.make_block_ptr(p_dq0, (n_rows, K), (stride_dqt, 1), (i_c * BT, i_k * BK), (BT, BK), (1, 0))
+        b_k = tl.load(p_k, boundary_check=(0,), padding_option="zero")  # [BT, BK]
+        b_v = tl.load(p_v, boundary_check=(0,), padding_option="zero")  # [BT, V]
+        b_do = tl.load(p_do, boundary_check=(0,), padding_option="zero")  # [BT, V]
         b_a = tl.dot(b_do, tl.trans(b_v), input_precision=PREC) * b_mask  # [BT, BT]
-        b_dq = tl.dot(b_a.to(b_k.dtype), b_k, input_precision=PREC)  # [BT, K]
+        b_dq = tl.dot(b_a.to(b_k.dtype), b_k, input_precision=PREC)  # [BT, BK]
         if STATE_BF16:
             b_dq += tl.dot((b_do * b_qd[:, None]).to(tl.bfloat16), tl.trans(b_h.to(tl.bfloat16)))
         else:
@@ -97,11 +100,11 @@ def _dq_kernel(
         b_kd = (b_k * _key_decay(s, m, BT)[:, None]).to(b_k.dtype)
         b_h = b_h * tl.exp(-s * m.to(tl.float32)) + tl.dot(tl.trans(b_kd), b_v, input_precision=PREC)
         if STORE_R:
-            p_q = tl.make_block_ptr(p_q0, (n_rows, K), (stride_qt, 1), (i_c * BT, 0), (BT, K), (1, 0))
-            b_q = tl.load(p_q, boundary_check=(0,))  # [BT, K]
+            p_q = tl.make_block_ptr(p_q0, (n_rows, K), (stride_qt, 1), (i_c * BT, i_k * BK), (BT, BK), (1, 0))
+            b_q = tl.load(p_q, boundary_check=(0,), padding_option="zero")  # [BT, BK]
             b_rd = tl.exp(-s * (i_c * BT + o_t + 1).to(tl.float32))  # [BT] λ^(row in segment + 1)
             b_qr = (b_q * b_rd[:, None]).to(b_q.dtype)
-            b_r += tl.dot(tl.trans(b_qr), b_do, input_precision=PREC)  # [K, V]
+            b_r += tl.dot(tl.trans(b_qr), b_do, input_precision=PREC)  # [BK, V]
     if STORE_R:
         tl.store(r_states + (i_s * H + i_h).to(tl.int64) * K * V + o_kv, b_r)
 
@@ -174,10 +177,10 @@ def _dkv_kernel(
         p_do = tl.make_block_ptr(p_do0, (n_rows, V), (stride_dot, 1), (i_c * BT, 0), (BT, V), (1, 0))
         p_dk = tl.make_block_ptr(p_dk0, (n_rows, K), (stride_dkt, 1), (i_c * BT, 0), (BT, K), (1, 0))
         p_dv = tl.make_block_ptr(p_dv0, (n_rows, V), (stride_dvt, 1), (i_c * BT, 0), (BT, V), (1, 0))
-        b_q = tl.load(p_q, boundary_check=(0,))  # [BT, K]
-        b_k = tl.load(p_k, boundary_check=(0,))  # [BT, K]
-        b_v = tl.load(p_v, boundary_check=(0,))  # [BT, V]
-        b_do = tl.load(p_do, boundary_check=(0,))  # [BT, V]
+        b_q = tl.load(p_q, boundary_check=(0,), padding_option="zero")  # [BT, K]
+        b_k = tl.load(p_k, boundary_check=(0,), padding_option="zero")  # [BT, K]
+        b_v = tl.load(p_v, boundary_check=(0,), padding_option="zero")  # [BT, V]
+        b_do = tl.load(p_do, boundary_check=(0,), padding_option="zero")  # [BT, V]
         m = tl.minimum(BT, n_rows - i_c * BT)
         b_kd = _key_decay(s, m, BT)[:, None]  # [BT, 1]
 
@@ -233,14 +236,15 @@ def backward(
     else:
         h_mode, h_start = 0, dq
     carry = torch.empty(plan.n_segments, H, K, V, dtype=torch.float32, device=q.device) if plan.multi else None
-    launch = {"num_warps": config.bwd_warps, "num_stages": config.bwd_stages}
+    n_k = config.split(config.bwd_key_split, K)
+    BK = K // n_k
     if plan.n_segments:
-        _dq_kernel[(plan.n_segments, H)](
+        _dq_kernel[(plan.n_segments, H, n_k)](
             q, k, v, do, dq, slope, h_start, carry if carry is not None else dq,
             plan.seg_bos, plan.seg_len, plan.seg_seq,
             *rows_view(q), *rows_view(k), *rows_view(v), *rows_view(do), *rows_view(dq),
-            H=H, K=K, V=V, BT=config.bwd_chunk, START=h_mode, STORE_R=carry is not None, STATE_BF16=bf16, PREC=prec,
-            **launch,
+            H=H, K=K, V=V, BT=config.bwd_chunk, BK=BK, START=h_mode, STORE_R=carry is not None, STATE_BF16=bf16,
+            PREC=prec, num_warps=config.warps(config.bwd_warps, 2 * BK * V), num_stages=config.bwd_stages,
         )  # fmt: skip
     if carry is not None:
         scan_segments(carry, dht, slope, plan, reverse=True)
@@ -255,7 +259,7 @@ def backward(
             plan.seg_bos, plan.seg_len, plan.seg_seq, plan.seq_ptr,
             *rows_view(q), *rows_view(k), *rows_view(v), *rows_view(do), *rows_view(dk), *rows_view(dv),
             H=H, K=K, V=V, BT=config.bwd_chunk, START=c_mode, STORE_DH0=dh0 is not None, STATE_BF16=bf16, PREC=prec,
-            **launch,
+            num_warps=config.warps(config.bwd_warps, K * V), num_stages=config.bwd_stages,
         )  # fmt: skip
     if dh0 is not None and plan.empty_seqs:
         empty = torch.tensor(plan.empty_seqs, device=q.device)

@@ -68,8 +68,8 @@ def _local_state_kernel(
     for i_c in range(0, tl.cdiv(n_rows, BT)):
         p_k = tl.make_block_ptr(p_k0, (n_rows, K), (stride_kt, 1), (i_c * BT, 0), (BT, K), (1, 0))
         p_v = tl.make_block_ptr(p_v0, (n_rows, V), (stride_vt, 1), (i_c * BT, i_v * BV), (BT, BV), (1, 0))
-        b_k = tl.load(p_k, boundary_check=(0,))  # [BT, K]
-        b_v = tl.load(p_v, boundary_check=(0,))  # [BT, BV]
+        b_k = tl.load(p_k, boundary_check=(0,), padding_option="zero")  # [BT, K]
+        b_v = tl.load(p_v, boundary_check=(0,), padding_option="zero")  # [BT, BV]
         m = tl.minimum(BT, n_rows - i_c * BT)
         b_kd = (b_k * _key_decay(s, m, BT)[:, None]).to(b_k.dtype)
         b_h = b_h * tl.exp(-s * m.to(tl.float32)) + tl.dot(tl.trans(b_kd), b_v, input_precision=PREC)
@@ -139,9 +139,9 @@ def _output_kernel(
         p_k = tl.make_block_ptr(p_k0, (n_rows, K), (stride_kt, 1), (i_c * BT, 0), (BT, K), (1, 0))
         p_v = tl.make_block_ptr(p_v0, (n_rows, V), (stride_vt, 1), (i_c * BT, i_v * BV), (BT, BV), (1, 0))
         p_o = tl.make_block_ptr(p_o0, (n_rows, V), (stride_ot, 1), (i_c * BT, i_v * BV), (BT, BV), (1, 0))
-        b_q = tl.load(p_q, boundary_check=(0,))  # [BT, K]
-        b_k = tl.load(p_k, boundary_check=(0,))  # [BT, K]
-        b_v = tl.load(p_v, boundary_check=(0,))  # [BT, BV]
+        b_q = tl.load(p_q, boundary_check=(0,), padding_option="zero")  # [BT, K]
+        b_k = tl.load(p_k, boundary_check=(0,), padding_option="zero")  # [BT, K]
+        b_v = tl.load(p_v, boundary_check=(0,), padding_option="zero")  # [BT, BV]
         b_a = tl.dot(b_q, tl.trans(b_k), input_precision=PREC) * b_mask  # [BT, BT]
         b_o = tl.dot(b_a.to(b_v.dtype), b_v, input_precision=PREC)  # [BT, BV]
         if STATE_BF16:
@@ -184,18 +184,19 @@ def forward(
     """
     B, T, H, K = q.shape
     V = v.shape[-1]
-    BV = V // config.value_split
+    n_v = config.split(config.value_split, V)
+    BV = V // n_v
     prec = dot_precision(q.dtype)
     o = torch.empty(B, T, H, V, dtype=q.dtype, device=q.device)
     final = torch.empty(plan.n_seqs, H, K, V, dtype=torch.float32, device=q.device) if output_final_state else None
     starts = None
     if plan.multi:
         starts = torch.empty(plan.n_segments, H, K, V, dtype=torch.float32, device=q.device)
-        _local_state_kernel[(plan.local_segs.numel(), H, config.value_split)](
+        _local_state_kernel[(plan.local_segs.numel(), H, n_v)](
             k, v, slope, starts, plan.local_segs, plan.seg_bos, plan.seg_len,
             *rows_view(k), *rows_view(v),
             H=H, K=K, V=V, BT=config.chunk, BV=BV, PREC=prec,
-            num_warps=config.fwd_warps, num_stages=config.fwd_stages,
+            num_warps=config.warps(config.fwd_warps, K * BV), num_stages=config.fwd_stages,
         )  # fmt: skip
         scan_segments(starts, initial_state, slope, plan, reverse=False)
         start_mode, h_start = 2, starts
@@ -204,13 +205,13 @@ def forward(
     else:
         start_mode, h_start = 0, o  # any pointer: the kernel never reads it
     if plan.n_segments:
-        _output_kernel[(plan.n_segments, H, config.value_split)](
+        _output_kernel[(plan.n_segments, H, n_v)](
             q, k, v, o, slope, h_start, final if final is not None else o,
             plan.seg_bos, plan.seg_len, plan.seg_seq, plan.seq_ptr,
             *rows_view(q), *rows_view(k), *rows_view(v), *rows_view(o),
             H=H, K=K, V=V, BT=config.chunk, BV=BV, START=start_mode, STORE_FINAL=final is not None,
             STATE_BF16=q.dtype == torch.bfloat16, PREC=prec,
-            num_warps=config.fwd_warps, num_stages=config.fwd_stages,
+            num_warps=config.warps(config.fwd_warps, K * BV), num_stages=config.fwd_stages,
         )  # fmt: skip
     if final is not None and plan.empty_seqs:
         empty = torch.tensor(plan.empty_seqs, device=q.device)
