@@ -27,6 +27,7 @@ def _register_commands() -> None:
     import mmx.cli_bench_throughput
     import mmx.cli_eval
     import mmx.cli_info
+    import mmx.cli_lm_eval
     import mmx.cli_models
     import mmx.cli_report
     import mmx.cli_serve

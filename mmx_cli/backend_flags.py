@@ -26,12 +26,13 @@ CHAT_TEMPLATE = typer.Option(
 TOKENIZER = typer.Option(
     None,
     "--tokenizer",
-    help="openai: token counting: a local HF tokenizer dir, `byte`, or `remote` (the server's /tokenize) [auto].",
+    help="openai: how to count tokens: a local HF tokenizer dir, `byte`, or `remote` (the server's /tokenize; "
+    "the default when the server has it).",
 )
-API_MODEL = typer.Option(None, "--api-model", help="openai: the model name to request [default: the server's first].")
-CONCURRENCY = typer.Option(None, "--concurrency", help="openai: requests in flight at once [4].")
-TIMEOUT = typer.Option(None, "--timeout", help="openai: seconds to wait for one response [600].")
-RETRIES = typer.Option(None, "--retries", help="openai: retries of a transient failure, with exponential backoff [4].")
+API_MODEL = typer.Option(None, "--api-model", help="openai: the model name to request (default: the server's first).")
+CONCURRENCY = typer.Option(None, "--concurrency", help="openai: requests in flight at once (default: 4).")
+TIMEOUT = typer.Option(None, "--timeout", help="openai: seconds to wait for one response (default: 600).")
+RETRIES = typer.Option(None, "--retries", help="openai: retries of a failed request, with backoff (default: 4).")
 
 
 def backend_options(

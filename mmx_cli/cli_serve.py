@@ -24,7 +24,7 @@ def serve(
     model: str = typer.Option("mmx-mini", "--model", help="Model spec: mmx-mini, mmx:PATH, random:PRESET, hf:…"),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for every interface)."),
     port: int = typer.Option(8000, "--port", help="Port to listen on (0 picks a free one)."),
-    name: str | None = typer.Option(None, "--name", help="Model name clients request [default: the model's]."),
+    name: str | None = typer.Option(None, "--name", help="Model name clients request (default: the model's)."),
     api_key: str | None = typer.Option(
         None, "--api-key", envvar="MMX_SERVE_API_KEY", help="Require this bearer token from clients."
     ),

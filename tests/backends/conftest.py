@@ -125,14 +125,15 @@ def run_cli(args: list[str]) -> tuple[int, str, str]:
 
 class Faulty:
     """A backend that fails on purpose: calls `after`+1 … `after`+`times` to `generate` hit `fault` (an exception
-    to raise, or "slow" to sleep `delay` seconds first); the rest go to `inner`. `fault = None` heals it."""
+    to raise, or "slow" to sleep `delay` seconds first); the rest go to `inner`. `fault = None` heals it. `calls` and
+    `scored` count the `generate` and `score_tokens` calls."""
 
     def __init__(self, inner, fault=None, *, after: int = 0, times: int = 10**9, delay: float = 1.0) -> None:
         import threading
 
         self.inner, self.fault, self.after, self.times, self.delay = inner, fault, after, times, delay
         self.tokenizer, self.max_context, self.prefix_ids = inner.tokenizer, inner.max_context, inner.prefix_ids
-        self.calls = 0
+        self.calls = self.scored = 0
         self.lock = threading.Lock()
 
     def generate(self, prompts, max_new_tokens, stop=None):
@@ -147,6 +148,11 @@ class Faulty:
 
     def loglikelihood(self, pairs):
         return self.inner.loglikelihood(pairs)
+
+    def score_tokens(self, sequences, top_k=1, start=1):
+        with self.lock:
+            self.scored += 1
+        return self.inner.score_tokens(sequences, top_k, start)
 
     def describe(self):
         return self.inner.describe()
