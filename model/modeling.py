@@ -210,19 +210,14 @@ class SparseMoE(nn.Module):
         probs = torch.softmax(F.linear(flat.float(), self.gate.weight.float()), dim=-1)  # [N, E] fp32
         weights, chosen = probs.topk(self.top_k, dim=-1)  # [N, k]
         weights = weights / weights.sum(dim=-1, keepdim=True)
-        order = chosen.flatten().argsort(stable=True)  # (token, slot) pairs grouped by expert
+        order = chosen.flatten().argsort(stable=True)  # [N·k] (token, slot) pairs grouped by expert
         counts = torch.bincount(chosen.flatten(), minlength=len(self.experts)).tolist()
-        tokens = order // self.top_k
-        slot_weights = weights.flatten()[order]
-        out = torch.zeros(flat.shape, dtype=torch.float32, device=x.device)  # [N, h]
-        start = 0
-        for expert, count in zip(self.experts, counts, strict=True):
-            if count:
-                idx = tokens[start : start + count]
-                y = expert(flat[idx]).float() * slot_weights[start : start + count, None]
-                out.index_add_(0, idx, y)
-                start += count
-        return out.to(x.dtype).view(shape)
+        routed = flat[order // self.top_k]  # [N·k, h] each token once per chosen expert, grouped by expert
+        outputs = [expert(rows) for expert, rows in zip(self.experts, routed.split(counts), strict=True) if len(rows)]
+        per_slot = torch.cat(outputs)[order.argsort()].view(-1, self.top_k, shape[-1])  # [N, k, h] back in order
+        # A fixed-order weighted sum rather than scattered adds: the same on every device and for any batch.
+        mixed = (per_slot.float() * weights[..., None]).sum(dim=1)  # [N, h]
+        return mixed.to(x.dtype).view(shape)
 
 
 class DecoderLayer(nn.Module):
