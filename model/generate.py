@@ -1,7 +1,8 @@
 """Chunked prefill, one-token decode, greedy generation and continuation log-probabilities.
 
 Prefill feeds a prompt through the cache `chunk_size` tokens at a time, so activations never exceed one chunk however
-long the prompt is (only the cache grows with it), and computes logits for the last position only.
+long the prompt is (only the cache grows with it), and computes logits for the last position only. Everything runs
+under `no_grad` rather than `inference_mode`, so a cache filled here can be fed to a plain forward afterwards.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .modeling import MiniMaxForCausalLM
 DEFAULT_CHUNK = 4096  # tokens per prefill step: large enough to keep a GPU busy, small enough to bound activations
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def prefill(
     model: MiniMaxForCausalLM, input_ids: torch.Tensor, cache: ModelCache, chunk_size: int = DEFAULT_CHUNK
 ) -> torch.Tensor:
@@ -32,7 +33,7 @@ def prefill(
     return logits[:, -1]  # type: ignore[index]
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def decode_step(model: MiniMaxForCausalLM, tokens: torch.Tensor, cache: ModelCache) -> torch.Tensor:
     """Append one token per row (tokens [B]) and return the next-token logits [B, V]."""
     return model(tokens[:, None], cache=cache)[:, -1]
@@ -48,7 +49,7 @@ def _stop_at(tokens: list[int], stop_ids: set[int], stop_sequences: Sequence[Seq
     return None
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def generate(
     model: MiniMaxForCausalLM,
     prompts: list[list[int]],
@@ -95,7 +96,7 @@ def generate(
     return outputs
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def token_logprobs(
     model: MiniMaxForCausalLM, input_ids: Sequence[int], start: int, chunk_size: int = DEFAULT_CHUNK
 ) -> tuple[list[float], list[bool]]:
