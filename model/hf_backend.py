@@ -134,8 +134,10 @@ class HFBackend:
         chat_template: str | bool | None = None,
         max_context: int | None = None,
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
+        try:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError:
+            raise MmxError("hf: models need the transformers package", "pip install 'mmx[hf]'") from None
         path, revision = resolve_local(name_or_path)
         self.spec = f"hf:{name_or_path}"
         self.name = name_or_path if revision else path.name

@@ -20,9 +20,12 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
-import httpx
-
 from mmx.errors import MmxError
+
+try:
+    import httpx
+except ImportError:  # the `serve` extra
+    raise MmxError("openai: models need the httpx package", "pip install 'mmx[serve]'") from None
 
 from .backend import register_backend
 from .hf_backend import HFTokenizer, cut_at_stop, resolve_local, split_pair
@@ -283,9 +286,11 @@ class OpenAIBackend:
             return RemoteTokenizer(self.client, self.model), remote_prefix
         if choice == "byte":
             return ByteTokenizer(), remote_prefix or []
+        try:
+            from transformers import AutoTokenizer
+        except ImportError:
+            raise MmxError("--tokenizer DIR needs the transformers package", "pip install 'mmx[hf]'") from None
         path, _ = resolve_local(choice)
-        from transformers import AutoTokenizer
-
         try:
             tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError) as err:
