@@ -45,7 +45,7 @@ def _hf_config() -> HFConfig:
         num_key_value_heads=2,
         head_dim=HEAD_DIM,
         layer_types=LAYER_TYPES,
-        block_size=16,  # the port tiles prefill by block_size: a 60-token prompt spans four blocks
+        block_size=16,  # the port tiles prefill by block_size: a 90-token prompt spans six blocks (two of our 64-token tiles)
         num_local_experts=4,
         num_experts_per_tok=2,
         rope_parameters={"rope_type": "default", "rope_theta": THETA, "partial_rotary_factor": ROTARY_FRACTION},
@@ -118,7 +118,7 @@ def test_port_differences_are_real(models: tuple[HFModel, MiniMaxForCausalLM, Pa
 
 def test_prefill_logits_match(models: tuple[HFModel, MiniMaxForCausalLM, Path]) -> None:
     hf, ours, _ = models
-    ids = _ids(2, 60)
+    ids = _ids(2, 90)
     with torch.no_grad():
         expected = hf(ids).logits
         got = ours(ids)
