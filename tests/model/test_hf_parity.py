@@ -45,7 +45,7 @@ def _hf_config() -> HFConfig:
         num_key_value_heads=2,
         head_dim=HEAD_DIM,
         layer_types=LAYER_TYPES,
-        block_size=16,  # the port tiles prefill by block_size: a 90-token prompt spans six blocks (two of our 64-token tiles)
+        block_size=16,  # the port tiles prefill by block_size: 90 tokens span six of its blocks, two of our tiles
         num_local_experts=4,
         num_experts_per_tok=2,
         rope_parameters={"rope_type": "default", "rope_theta": THETA, "partial_rotary_factor": ROTARY_FRACTION},
