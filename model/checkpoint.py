@@ -11,9 +11,10 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from mmx.errors import MmxError
@@ -52,26 +53,37 @@ class _Shards:
     """Memory-mapped view of a checkpoint directory's safetensors files: key -> lazily loaded CPU tensor."""
 
     def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._open: dict[str, Any] = {}
         index = directory / INDEX_FILE
         if index.is_file():
-            weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+            try:
+                weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise MmxError(f"{index} is not a safetensors index ({err})", "restore it from the checkpoint") from err
         elif (directory / SINGLE_FILE).is_file():
-            with safe_open(directory / SINGLE_FILE, framework="pt") as f:
-                weight_map = dict.fromkeys(f.keys(), SINGLE_FILE)
+            weight_map = dict.fromkeys(self._handle(SINGLE_FILE).keys(), SINGLE_FILE)
         else:
             raise MmxError(f"no {INDEX_FILE} or {SINGLE_FILE} in {directory}", "point at a safetensors checkpoint")
         for name in sorted(set(weight_map.values())):
             if not (directory / name).is_file():
                 raise MmxError(f"checkpoint shard {name} is missing from {directory}", f"{INDEX_FILE} lists it")
-        self.directory = directory
         self.weight_map = weight_map
-        self._open: dict[str, object] = {}
+
+    def _handle(self, name: str) -> Any:
+        if name not in self._open:
+            try:
+                self._open[name] = safe_open(self.directory / name, framework="pt", device="cpu")
+            except SafetensorError as err:
+                raise MmxError(f"checkpoint shard {name} is unreadable ({err})", "download it again") from err
+        return self._open[name]
 
     def get(self, key: str) -> torch.Tensor:
         name = self.weight_map[key]
-        if name not in self._open:
-            self._open[name] = safe_open(self.directory / name, framework="pt", device="cpu")
-        return self._open[name].get_tensor(key)  # type: ignore[attr-defined]
+        try:
+            return self._handle(name).get_tensor(key)
+        except SafetensorError as err:
+            raise MmxError(f"{key} cannot be read from {name} ({err})", f"{INDEX_FILE} and the shard disagree") from err
 
 
 def _native_tensors(

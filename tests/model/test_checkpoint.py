@@ -101,3 +101,18 @@ def test_missing_config_shard_and_directory(saved: Path, tmp_path_factory: pytes
     (empty / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(MmxError, match="shard model-00001-of-00001.safetensors is missing"):
         MiniMaxForCausalLM.from_pretrained(empty, device="cpu")
+
+
+def test_unreadable_shard_and_index(saved: Path) -> None:
+    weights = saved / "model.safetensors"
+    index = {"weight_map": {"lm_head.weight": weights.name, "model.norm.weight": weights.name, "extra": weights.name}}
+    (saved / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(MmxError, match=r"^extra cannot be read from model\.safetensors"):
+        MiniMaxForCausalLM.from_pretrained(saved, device="cpu")
+    (saved / "model.safetensors.index.json").write_text("{not json")
+    with pytest.raises(MmxError, match="is not a safetensors index"):
+        MiniMaxForCausalLM.from_pretrained(saved, device="cpu")
+    (saved / "model.safetensors.index.json").unlink()
+    weights.write_bytes(b"not a safetensors file")
+    with pytest.raises(MmxError, match="checkpoint shard model.safetensors is unreadable"):
+        MiniMaxForCausalLM.from_pretrained(saved, device="cpu")
