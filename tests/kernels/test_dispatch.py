@@ -9,6 +9,8 @@ from mmx.kernels import lightning_attn, lightning_decode
 from mmx.kernels.dispatch import auto_impl
 from mmx.kernels.testing import minimax_slopes, random_qkv, rel_rms
 
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the CPU runs Triton through its interpreter
+
 
 def _inputs(B: int = 1, T: int = 8, H: int = 2, D: int = 16) -> tuple[torch.Tensor, ...]:
     return (*random_qkv(B, T, H, D), minimax_slopes(H))
@@ -75,8 +77,9 @@ def test_triton_on_cpu_needs_the_interpreter(monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.mark.parametrize("impl", ["torch", "naive", "triton"])
 def test_zero_length_passes_the_state_through(impl: str) -> None:
-    q, k, v, s = _inputs(T=0)
-    h0 = torch.randn(1, 2, 16, 16)
+    device = TRITON_DEVICE if impl == "triton" else "cpu"
+    q, k, v, s = (x.to(device) for x in _inputs(T=0))
+    h0 = torch.randn(1, 2, 16, 16, device=device)
     o, state = lightning_attn(q, k, v, s, initial_state=h0, output_final_state=True, impl=impl)
     assert o.shape == (1, 0, 2, 16)
     assert torch.equal(state, h0)
@@ -92,7 +95,8 @@ def test_decode_validates_state_and_index() -> None:
     with pytest.raises(ValueError, match="state_index must be"):
         lightning_decode(q, k, v, s, torch.zeros(3, 2, 16, 16), state_index=torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="contiguous"):
-        lightning_decode(q, k, v, s, torch.zeros(2, 2, 16, 32)[..., :16], impl="triton")
+        pool = torch.zeros(2, 2, 16, 32, device=TRITON_DEVICE)[..., :16]
+        lightning_decode(*(x.to(TRITON_DEVICE) for x in (q, k, v, s)), pool, impl="triton")
 
 
 @pytest.mark.parametrize("impl", ["torch", "naive"])
