@@ -217,8 +217,11 @@ def _from_hf_layout(raw: dict[str, Any]) -> dict[str, Any]:
     if rope_type != "default":
         raise MmxError(f"rope_type {rope_type!r} is not supported", "MiniMax-Text-01 uses plain (default) RoPE")
     fields["rope_theta"] = float(rope.get("rope_theta", raw.get("rope_theta", 1_000_000.0)))
-    factor = float(rope.get("partial_rotary_factor", raw.get("partial_rotary_factor", 1.0)))
-    fields["rotary_dim"] = int(head_dim * factor)
+    factor = rope.get("partial_rotary_factor", raw.get("partial_rotary_factor"))
+    if factor is not None:
+        fields["rotary_dim"] = int(head_dim * float(factor))
+    elif "rotary_dim" not in raw:  # transformers rotates the whole head unless told otherwise
+        fields["rotary_dim"] = head_dim
     return fields
 
 

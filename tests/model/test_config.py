@@ -78,6 +78,16 @@ def test_hf_layout_reads_as_the_same_model(tmp_path: Path) -> None:
     assert MiniMaxConfig.from_pretrained(_write(tmp_path, _hf_layout(ORIGINAL))) == PRESETS["minimax-text-01"]
 
 
+def test_hf_layout_with_original_rope_keys(tmp_path: Path) -> None:
+    """A published -hf config keeps `rotary_dim` and a top-level `rope_theta` instead of rope_parameters."""
+    raw = _hf_layout(ORIGINAL)
+    del raw["rope_parameters"]
+    raw |= {"rotary_dim": 64, "rope_theta": 10000000, "postnorm": True}
+    assert MiniMaxConfig.from_pretrained(_write(tmp_path, raw)) == PRESETS["minimax-text-01"]
+    del raw["rotary_dim"]  # nothing says the rotation is partial: transformers' reading, the whole head
+    assert MiniMaxConfig.from_pretrained(_write(tmp_path, raw)).rotary_dim == 128
+
+
 def test_to_dict_round_trips(tmp_path: Path) -> None:
     for name in PRESETS:
         config = MiniMaxConfig.from_name(name)
