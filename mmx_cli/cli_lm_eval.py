@@ -284,8 +284,12 @@ def lm_eval_command(
     )
     out = out or default_out("lm-eval", model)
     command = ["mmx", "eval", "lm-eval", "--model", model, "--tasks", ",".join(names), "--out", str(out)]
-    for flag, value in (("--num-fewshot", num_fewshot), ("--limit", limit), ("--include-path", include_path)):
-        if value is not None:
+    given = [("--num-fewshot", num_fewshot), ("--limit", limit), ("--include-path", include_path)]
+    given += [("--batch-size", batch_size), ("--device", device), ("--dtype", dtype), ("--max-context", max_context)]
+    given += [("--chat-template", chat_template), ("--tokenizer", tokenizer), ("--api-model", api_model)]
+    given += [("--concurrency", concurrency), ("--timeout", timeout), ("--retries", retries)]
+    for flag, value in given:
+        if value is not None and value != "auto":
             command += [flag, str(value)]
     run_lm_eval(
         model=model,

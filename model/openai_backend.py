@@ -378,7 +378,6 @@ class OpenAIBackend:
             "api_model": self.model,
             "tokenizer": self.tokenizer.describe(),
             "max_context": self.max_context,
-            "api_key_env": self.api_key_var,
             "served": self.served or None,
             "device": self.served_device,
         }
