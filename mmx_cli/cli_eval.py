@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,13 +28,13 @@ from rich.progress import (
 from rich.progress import Progress as RichBar
 from rich.table import Table
 
+from mmx import backend_flags as flags
 from mmx.errors import MmxError
 from mmx.groups import eval_app
 from mmx.sizes import format_size, parse_size, parse_sizes, sweep
 
 DEFAULT_MODEL = "mmx-mini"
 DEFAULT_MAX_LEN = "128k"  # RULER's default sweep: 4k … 128k
-DTYPES = ("auto", "bf16", "fp16", "fp32")
 
 
 class BarProgress:
@@ -101,18 +102,6 @@ def parse_batch_size(text: str) -> int | None:
     if not text.strip().isdigit() or int(text) < 1:
         raise MmxError(f"bad batch size {text!r}", "use auto or a positive integer")
     return int(text)
-
-
-def backend_options(device: str, dtype: str) -> dict[str, str]:
-    """Only what the user chose: backends that cannot place models (openai) never see a device they would reject."""
-    if dtype not in DTYPES:
-        raise MmxError(f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
-    options = {}
-    if device != "auto":
-        options["device"] = device
-    if dtype != "auto":
-        options["dtype"] = dtype
-    return options
 
 
 def model_slug(spec: str) -> str:
@@ -197,36 +186,46 @@ def json_report(run_dir: Path, resumed: bool, model: dict[str, Any], result: Any
     }
 
 
-def run_eval(
-    *,
-    suite: str,
-    tasks: dict[str, Any],
-    command: list[str],
-    model: str,
-    lengths: list[int],
-    samples: int,
-    seed: int,
-    out: Path,
-    batch_size: int | None,
-    options: dict[str, str],
-    answer_prefix: bool,
-    json_output: bool,
-    quiet: bool,
-) -> None:
+@dataclass(frozen=True)
+class EvalRequest:
+    """One `mmx eval ruler|niah` invocation, parsed: what to run, where, and the argv that resumes it."""
+
+    suite: str
+    tasks: dict[str, Any]
+    model: str
+    options: dict[str, Any]
+    lengths: list[int]
+    samples: int
+    seed: int
+    batch_size: int | None
+    answer_prefix: bool
+    out: Path
+    command: list[str]
+
+
+def run_eval(request: EvalRequest, *, json_output: bool, quiet: bool) -> None:
     """Load the backend, open (or resume) the run directory, run the sweep, print the table or JSON."""
     from mmx.model.backend import load_backend
     from mmx.results.store import RunStore
     from mmx.runner import SilentProgress, Sweep, run_metadata, run_sweep
 
-    if samples < 1:
-        raise MmxError(f"bad sample count {samples}", "use --samples 1 or more")
-    check_out_dir(out)
-    backend = load_backend(model, **options)
-    plan = Sweep(suite, tasks, lengths, samples, seed, answer_prefix, batch_size)
+    check_out_dir(request.out)
+    backend = load_backend(request.model, **request.options)
+    plan = Sweep(
+        request.suite,
+        request.tasks,
+        request.lengths,
+        request.samples,
+        request.seed,
+        request.answer_prefix,
+        request.batch_size,
+    )
     described = backend.describe()
+    out = request.out
     store = RunStore(out, on_corrupt=lambda m: _warn(f"{m} (its sample will run again)"))
-    resumed = store.open(run_metadata("eval", command, suite, described, plan.params(described)))
-    _announce(out, resumed)
+    resumed = store.open(run_metadata("eval", request.command, request.suite, described, plan.params(described)))
+    verb = "resuming" if resumed else "writing"
+    print(f"{verb} run in {out} (resume with --out {out})", file=sys.stderr, flush=True)
     interactive = not quiet and sys.stdout.isatty() and sys.stderr.isatty()
     progress = BarProgress(Console(stderr=True)) if interactive else SilentProgress(_warn)
     try:
@@ -235,31 +234,55 @@ def run_eval(
         progress.end()
         print(f"interrupted: rerun the same command with --out {out} to resume", file=sys.stderr)
         raise typer.Exit(130) from None
-    names = list(tasks)
+    names = list(request.tasks)
     if json_output:
         print(json.dumps(json_report(out, resumed, described, result, names), indent=2))
         return
     console = Console()
-    console.print(f"{suite} · {described.get('name', model)}", markup=False, highlight=False)
+    console.print(f"{request.suite} · {described.get('name', request.model)}", markup=False, highlight=False)
     console.print(score_table(result.records, names, result.lengths))
     console.print(f"results in {out}", markup=False, highlight=False)
 
 
-def _announce(out: Path, resumed: bool) -> None:
-    """Say where results go (stderr, so `--json` stays clean), and how to resume."""
-    verb = "resuming" if resumed else "writing"
-    print(f"{verb} run in {out} (resume with --out {out})", file=sys.stderr, flush=True)
-
-
-def _command(suite: str, args: list[tuple[str, Any]]) -> list[str]:
-    """The canonical argv of this run, with the resolved --out, so run.json records a command that resumes it."""
+def build_request(suite: str, tasks: dict[str, Any], suite_flags: list[tuple[str, Any]], **given: Any) -> EvalRequest:
+    """Check the options both commands share and pin down everything a rerun must repeat (lengths, --out)."""
+    lengths = resolve_lengths(given["max_len"], given["lengths"])
+    batch_size = parse_batch_size(given["batch_size"])
+    if given["samples"] < 1:
+        raise MmxError(f"bad sample count {given['samples']}", "use --samples 1 or more")
+    backend_flags = {name: given[name] for name in _BACKEND_FLAGS}
+    options = flags.backend_options(**backend_flags)
+    out = given["out"] or default_out(suite, given["model"])
+    pinned = [
+        ("--model", given["model"]),
+        *suite_flags,
+        ("--lengths", ",".join(format_size(n) for n in lengths)),
+        ("--samples", given["samples"]),
+        ("--seed", given["seed"]),
+        ("--out", out),
+        ("--batch-size", given["batch_size"]),
+        ("--no-answer-prefix", given["no_answer_prefix"]),
+        *((_BACKEND_FLAGS[name], value) for name, value in backend_flags.items() if value not in (None, "auto")),
+    ]
     argv = ["mmx", "eval", suite]
-    for flag, value in args:
+    for flag, value in pinned:
         if value is True:
             argv.append(flag)
         elif value not in (None, False):
             argv += [flag, str(value)]
-    return argv
+    return EvalRequest(
+        suite=suite,
+        tasks=tasks,
+        model=given["model"],
+        options=options,
+        lengths=lengths,
+        samples=given["samples"],
+        seed=given["seed"],
+        batch_size=batch_size,
+        answer_prefix=not given["no_answer_prefix"],
+        out=out,
+        command=argv,
+    )
 
 
 def _resolve_tasks(text: str) -> dict[str, Any]:
@@ -274,16 +297,28 @@ def _resolve_tasks(text: str) -> dict[str, Any]:
     return {task.name: task for task in tasks}  # a substitute (qa_1 -> synth_qa_1) runs and records under its own name
 
 
-_MODEL = typer.Option(DEFAULT_MODEL, "--model", help="Model spec: mmx-mini, mmx:PATH, random:PRESET[:SEED], hf:…")
+# Backend options (mmx.backend_flags) by parameter name, with their flags; --batch-size is the runner's own here.
+_BACKEND_FLAGS = {
+    "device": "--device",
+    "dtype": "--dtype",
+    "max_context": "--max-context",
+    "chat_template": "--chat-template",
+    "tokenizer": "--tokenizer",
+    "api_model": "--api-model",
+    "concurrency": "--concurrency",
+    "timeout": "--timeout",
+    "retries": "--retries",
+}
+_MODEL = typer.Option(
+    DEFAULT_MODEL, "--model", help="Model spec: mmx-mini, mmx:PATH, random:PRESET[:SEED], hf:…, openai:…"
+)
 _MAX_LEN = typer.Option(None, "--max-len", help="Sweep powers of two from 4k up to this size.", show_default="128k")
 _LENGTHS = typer.Option(None, "--lengths", help="Exact lengths instead of a sweep, e.g. 4k,16k,64k.")
 _OUT = typer.Option(
     None, "--out", help="Run directory; rerun with the same --out to resume.", show_default="runs/SUITE-MODEL-TIME"
 )
 _SEED = typer.Option(0, "--seed", help="Seed for sample generation (same seed, same prompts).")
-_BATCH = typer.Option("auto", "--batch-size", help="Samples per generate call: auto (by free memory) or N.")
-_DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N.")
-_DTYPE = typer.Option("auto", "--dtype", help="auto (bf16 on CUDA, fp32 on CPU), bf16, fp16, fp32.")
+_BATCH = typer.Option("auto", "--batch-size", help="Prompts per generate call: auto (by free memory) or N.")
 _NO_PREFIX = typer.Option(False, "--no-answer-prefix", help="Do not start the answer for the model.")
 _JSON = typer.Option(False, "--json", help="Print machine-readable JSON instead of the table.")
 _QUIET = typer.Option(False, "--quiet", help="No progress bars (as when stdout is not a terminal).")
@@ -299,48 +334,25 @@ def ruler(
     out: Path | None = _OUT,
     seed: int = _SEED,
     batch_size: str = _BATCH,
-    device: str = _DEVICE,
-    dtype: str = _DTYPE,
     no_answer_prefix: bool = _NO_PREFIX,
+    device: str = flags.DEVICE,
+    dtype: str = flags.DTYPE,
+    max_context: int | None = flags.MAX_CONTEXT,
+    chat_template: str | None = flags.CHAT_TEMPLATE,
+    tokenizer: str | None = flags.TOKENIZER,
+    api_model: str | None = flags.API_MODEL,
+    concurrency: int | None = flags.CONCURRENCY,
+    timeout: float | None = flags.TIMEOUT,
+    retries: int | None = flags.RETRIES,
     json_output: bool = _JSON,
     quiet: bool = _QUIET,
 ) -> None:
     """The 13 RULER tasks (or a subset) at each length; prints a task × length score table."""
-    sizes = resolve_lengths(max_len, lengths)
-    bs = parse_batch_size(batch_size)
-    options = backend_options(device, dtype)
-    chosen = _resolve_tasks(tasks)
-    out = out or default_out("ruler", model)
-    command = _command(
-        "ruler",
-        [
-            ("--model", model),
-            ("--tasks", ",".join(chosen)),
-            ("--lengths", ",".join(format_size(n) for n in sizes)),
-            ("--samples", samples),
-            ("--seed", seed),
-            ("--out", out),
-            ("--batch-size", batch_size),
-            ("--device", device),
-            ("--dtype", dtype),
-            ("--no-answer-prefix", no_answer_prefix),
-        ],
-    )
-    run_eval(
-        suite="ruler",
-        tasks=chosen,
-        command=command,
-        model=model,
-        lengths=sizes,
-        samples=samples,
-        seed=seed,
-        out=out,
-        batch_size=bs,
-        options=options,
-        answer_prefix=not no_answer_prefix,
-        json_output=json_output,
-        quiet=quiet,
-    )
+    given = dict(locals())
+    chosen = _resolve_tasks(given.pop("tasks"))
+    json_output, quiet = given.pop("json_output"), given.pop("quiet")
+    request = build_request("ruler", chosen, [("--tasks", ",".join(chosen))], **given)
+    run_eval(request, json_output=json_output, quiet=quiet)
 
 
 @eval_app.command()
@@ -354,49 +366,25 @@ def niah(
     out: Path | None = _OUT,
     seed: int = _SEED,
     batch_size: str = _BATCH,
-    device: str = _DEVICE,
-    dtype: str = _DTYPE,
     no_answer_prefix: bool = _NO_PREFIX,
+    device: str = flags.DEVICE,
+    dtype: str = flags.DTYPE,
+    max_context: int | None = flags.MAX_CONTEXT,
+    chat_template: str | None = flags.CHAT_TEMPLATE,
+    tokenizer: str | None = flags.TOKENIZER,
+    api_model: str | None = flags.API_MODEL,
+    concurrency: int | None = flags.CONCURRENCY,
+    timeout: float | None = flags.TIMEOUT,
+    retries: int | None = flags.RETRIES,
     json_output: bool = _JSON,
     quiet: bool = _QUIET,
 ) -> None:
     """Needle in a haystack over a depth × length grid; prints scores per length (see `mmx report` for the heatmap)."""
     from mmx.tasks import get_task
 
-    sizes = resolve_lengths(max_len, lengths)
-    bs = parse_batch_size(batch_size)
-    options = backend_options(device, dtype)
-    task = get_task("niah", depths=depths, spacing=spacing)  # checks both
-    n = samples if samples is not None else depths
-    out = out or default_out("niah", model)
-    command = _command(
-        "niah",
-        [
-            ("--model", model),
-            ("--lengths", ",".join(format_size(n) for n in sizes)),
-            ("--depths", depths),
-            ("--spacing", spacing),
-            ("--samples", n),
-            ("--seed", seed),
-            ("--out", out),
-            ("--batch-size", batch_size),
-            ("--device", device),
-            ("--dtype", dtype),
-            ("--no-answer-prefix", no_answer_prefix),
-        ],
-    )
-    run_eval(
-        suite="niah",
-        tasks={task.name: task},
-        command=command,
-        model=model,
-        lengths=sizes,
-        samples=n,
-        seed=seed,
-        out=out,
-        batch_size=bs,
-        options=options,
-        answer_prefix=not no_answer_prefix,
-        json_output=json_output,
-        quiet=quiet,
-    )
+    given = dict(locals())
+    task = get_task("niah", depths=given.pop("depths"), spacing=given.pop("spacing"))  # checks both
+    json_output, quiet = given.pop("json_output"), given.pop("quiet")
+    given["samples"] = samples if samples is not None else depths
+    request = build_request("niah", {task.name: task}, [("--depths", depths), ("--spacing", spacing)], **given)
+    run_eval(request, json_output=json_output, quiet=quiet)

@@ -120,11 +120,22 @@ class NativeBackend:
     """A loaded `MiniMaxForCausalLM`: greedy generation with stop strings, log-likelihoods, and a memory-aware batch
     size for `--batch-size auto`."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, spec: str, name: str, info: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        spec: str,
+        name: str,
+        info: dict[str, Any],
+        max_context: int | None = None,
+        batch_size: int | None = None,
+    ) -> None:
         self.model = model.eval()
         self.config: MiniMaxConfig = model.config
         self.tokenizer = tokenizer
-        self.max_context = int(self.config.max_position_embeddings)
+        self.max_context = int(max_context or self.config.max_position_embeddings)
+        self.batch_size = batch_size  # most rows per generate() batch; None: all prompts of a call at once
         self.spec = spec
         self.name = name
         self.info = info
@@ -141,14 +152,18 @@ class NativeBackend:
         from .generate import generate
 
         stops = [s for s in (stop or []) if s]
-        outputs = generate(
-            self.model,
-            [self._ids(p) for p in prompts],
-            max_new_tokens,
-            stop_ids=self.stop_ids,
-            stop_sequences=[self.tokenizer.encode(s) for s in stops],
-        )
-        texts = [self.tokenizer.decode(ids) for ids in outputs]
+        ids = [self._ids(p) for p in prompts]
+        step = self.batch_size or max(1, len(ids))
+        outputs = []
+        for start in range(0, len(ids), step):
+            outputs += generate(
+                self.model,
+                ids[start : start + step],
+                max_new_tokens,
+                stop_ids=self.stop_ids,
+                stop_sequences=[self.tokenizer.encode(s) for s in stops],
+            )
+        texts = [self.tokenizer.decode(out) for out in outputs]
         return [_cut(text, stops) for text in texts]
 
     def loglikelihood(self, pairs: list[tuple[str, str]]) -> list[tuple[float, bool]]:
@@ -232,11 +247,26 @@ def _free_memory(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-def load_checkpoint(
-    directory: Path, *, spec: str, name: str, device: Any = None, dtype: Any = None, **info: Any
-) -> NativeBackend:
+_OPTIONS = ("device", "dtype", "max_context", "batch_size")
+
+
+def _check_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options native models take (None values dropped); any other is one MmxError, as for hf: models."""
+    given = {key: value for key, value in options.items() if value is not None}
+    unknown = sorted(set(given) - set(_OPTIONS))
+    if unknown:
+        raise MmxError(f"option {unknown[0]!r} does not apply to native models", f"they take {', '.join(_OPTIONS)}")
+    for key in ("max_context", "batch_size"):
+        if key in given and int(given[key]) < 1:
+            raise MmxError(f"bad {key} {given[key]}", f"use a {key} of 1 or more")
+    return given
+
+
+def load_checkpoint(directory: Path, *, spec: str, name: str, options: dict[str, Any], **info: Any) -> NativeBackend:
     """A backend over the checkpoint in `directory`; a missing directory or weights is one MmxError."""
     from .modeling import MiniMaxForCausalLM
+
+    opts = _check_options(options)
 
     if not directory.is_dir():
         raise MmxError(f"checkpoint directory {directory} does not exist", "pass mmx:PATH to a saved checkpoint")
@@ -244,17 +274,25 @@ def load_checkpoint(
         raise MmxError(f"no *.safetensors weights in {directory}", "point at a directory written by save_pretrained")
     config = MiniMaxConfig.from_pretrained(directory)
     tokenizer = checkpoint_tokenizer(config, directory)
-    place = resolve_device(device)
-    model = MiniMaxForCausalLM.from_pretrained(directory, device=place, dtype=resolve_dtype(dtype, place))
+    place = resolve_device(opts.get("device"))
+    model = MiniMaxForCausalLM.from_pretrained(directory, device=place, dtype=resolve_dtype(opts.get("dtype"), place))
     info = {"random_weights": False, "checkpoint": str(directory), "weights_sha256": weights_digest(directory), **info}
-    return NativeBackend(model, tokenizer, spec=spec, name=name, info=info)
+    return NativeBackend(
+        model,
+        tokenizer,
+        spec=spec,
+        name=name,
+        info=info,
+        max_context=opts.get("max_context"),
+        batch_size=opts.get("batch_size"),
+    )
 
 
 def from_name(name: str, **options: Any) -> NativeBackend:
     """A model shipped with mmx, by name (`mmx-mini`); a preset without shipped weights points at `random:`."""
     directory = WEIGHTS_DIR / name
     if (directory / "config.json").is_file():
-        return load_checkpoint(directory, spec=name, name=name, preset=name, **options)
+        return load_checkpoint(directory, spec=name, name=name, options=options, preset=name)
     if name in PRESETS:
         raise MmxError(
             f"no weights are shipped for {name!r}",
@@ -272,27 +310,35 @@ def from_path(path: str, **options: Any) -> NativeBackend:
     if not path:
         raise MmxError("mmx: needs a checkpoint directory", "write mmx:PATH, e.g. mmx:runs/train-1/final")
     directory = Path(path).expanduser()
-    return load_checkpoint(directory, spec=f"mmx:{path}", name=directory.resolve().name, **options)
+    return load_checkpoint(directory, spec=f"mmx:{path}", name=directory.resolve().name, options=options)
 
 
-def from_random(rest: str, *, device: Any = None, dtype: Any = None) -> NativeBackend:
+def from_random(rest: str, **options: Any) -> NativeBackend:
     """`random:PRESET[:SEED]`: random weights drawn on the CPU from SEED (default 0), so every device gets the same."""
     from .modeling import MiniMaxForCausalLM
 
+    opts = _check_options(options)
     preset, _, seed_text = rest.partition(":")
     if not seed_text.strip().isdigit() and seed_text:
         raise MmxError(f"bad seed {seed_text!r} in random:{rest}", "write random:PRESET or random:PRESET:SEED")
     seed = int(seed_text or 0)
     config = MiniMaxConfig.from_name(preset)
     tokenizer = checkpoint_tokenizer(config, None)
-    place = resolve_device(device)
+    place = resolve_device(opts.get("device"))
     with torch.device("meta"):
         model = MiniMaxForCausalLM(config)
     model = model.to_empty(device="cpu")
     model.init_weights(seed)
-    model = model.to(device=place, dtype=resolve_dtype(dtype, place))
-    info = {"random_weights": True, "preset": preset, "seed": seed}
-    return NativeBackend(model, tokenizer, spec=f"random:{rest}", name=f"{preset} (random weights)", info=info)
+    model = model.to(device=place, dtype=resolve_dtype(opts.get("dtype"), place))
+    return NativeBackend(
+        model,
+        tokenizer,
+        spec=f"random:{rest}",
+        name=f"{preset} (random weights)",
+        info={"random_weights": True, "preset": preset, "seed": seed},
+        max_context=opts.get("max_context"),
+        batch_size=opts.get("batch_size"),
+    )
 
 
 register_backend("name", from_name)

@@ -115,13 +115,13 @@ def test_different_parameters_on_a_run_directory_are_refused(finished, mmx, tiny
 
 
 def test_lengths_beyond_the_context_are_skipped(mmx, tmp_path):
-    code, out, err = mmx(
-        "eval", "ruler", "--model", "random:tiny", "--tasks", "vt", "--lengths", "2m", "--out", tmp_path / "r", "--json"
-    )
+    args = ("--model", "random:tiny", "--max-context", "2048", "--tasks", "vt", "--lengths", "4k,1m", "--json")
+    code, out, err = mmx("eval", "ruler", *args, "--out", tmp_path / "r")
     assert code == 0, err
-    assert "skipping 2m: longer than the model's maximum context (1m tokens)" in err
+    assert "skipping 4k: longer than the model's maximum context (2k tokens)" in err and "skipping 1m" in err
     report = json.loads(out)
-    assert report["skipped_lengths"] == [2 * 2**20] and report["cells"] == [] and report["lengths"] == []
+    assert report["skipped_lengths"] == [4096, 2**20] and report["cells"] == [] and report["lengths"] == []
+    assert report["model"]["max_context"] == 2048
 
 
 def test_niah_runs_one_sample_per_depth(mmx, tmp_path, read_records):
@@ -187,6 +187,7 @@ def test_an_out_of_memory_cell_is_recorded_and_the_sweep_goes_on(mmx, tmp_path, 
         (("ruler", "--out", "{tmp}/file/run"), "is not a writable directory"),
         (("ruler", "--batch-size", "0"), "bad batch size '0'"),
         (("ruler", "--dtype", "fp8"), "unknown dtype 'fp8'"),
+        (("ruler", "--concurrency", "2"), "option 'concurrency' does not apply to native models"),
         (("ruler", "--samples", "0"), "bad sample count 0"),
         (("niah", "--depths", "0"), "depths must be at least 1"),
         (("niah", "--spacing", "cubic"), "unknown depth spacing 'cubic'"),
