@@ -108,7 +108,8 @@ class _Loom:
 
     def place(self, k: int, where: int) -> None:
         """Put needle `k` before unit `where`; at the very start it takes the first unit's separator instead."""
-        if where == 0 and self.units and all(w for w, _ in self.placed):
+        self.reserve -= self.counts[k]
+        if where == 0 and self.units and not any(w == 0 for w, _ in self.placed):
             first = self.units[0]
             lead = first[: len(first) - len(first.lstrip())]
             if lead != self.sep:
@@ -118,8 +119,6 @@ class _Loom:
                 recount = self.counter.once(self.units[0])
                 self.spent += recount - self.unit_counts[0]
                 self.unit_counts[0] = recount
-        self.reserve -= self.counts[k]  # an estimate before the swap; the measured count is what is spent
-        self.reserve = max(self.reserve, 0)
         self.spent += self.counts[k]
         self.placed.append((where, k))
 
@@ -165,7 +164,7 @@ def weave(
     last_break = 0
     for text, n, breakable in haystack.units(rng, counter):
         if breakable:
-            while pending < len(targets) and targets[pending][0] < loom.filled and targets[pending][0] < fill:
+            while pending < len(targets) and targets[pending][0] < loom.filled:
                 loom.place(targets[pending][1], last_break)
                 pending += 1
             last_break = len(loom.units)

@@ -34,7 +34,10 @@ def header(i: int) -> str:
 
 
 class DocumentSource(Protocol):
-    """Where a QA task's questions and documents come from."""
+    """Where a QA task's questions and documents come from; `recurring` says whether documents come back across
+    samples (a dataset's pool: worth caching their token counts) or are made fresh each time."""
+
+    recurring: bool
 
     def question(self, rng: random.Random, budget: Budget) -> tuple[QaItem, Iterator[str]]:
         """A question and an endless stream of distractor documents for it."""
@@ -45,6 +48,8 @@ class DocumentSource(Protocol):
 
 class DatasetSource:
     """Questions of a real QA set in a seeded order; distractors cycle through the set's other documents."""
+
+    recurring = True
 
     def __init__(self, data: QaSet) -> None:
         self.data = data
@@ -115,6 +120,8 @@ def _org_name(rng: random.Random) -> str:
 
 class SyntheticSource:
     """Invented biographies (and, for two hops, organisations with founders), all from the sample's random stream."""
+
+    recurring = False
 
     def __init__(self, hops: int) -> None:
         self.hops = hops
@@ -203,10 +210,11 @@ class QaTask(Task):
         too_short_unless(budget.aim, fixed + spent)
         room = budget.aim - fixed
 
+        count_body = counter if self.source.recurring else counter.once
         docs: list[str] = []
         for doc in distractors:
             body = "\n" + doc
-            cost = counter(header(len(gold) + len(docs) + 1)) + counter(body)
+            cost = counter(header(len(gold) + len(docs) + 1)) + count_body(body)
             if spent + cost > room:
                 break
             docs.append(body)

@@ -9,7 +9,7 @@ one encode of the finished prompt then checks the sum.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the protocol lives with the models; importing mmx.model at run time would pull in torch
@@ -34,10 +34,6 @@ class TokenCounter:
     def once(self, text: str) -> int:
         """Count a piece unique to one sample (a needle with its random value, a whole prompt) without caching it."""
         return len(self.tokenizer.encode(text))
-
-    def many(self, texts: Iterable[str]) -> list[int]:
-        """Cached counts of many pieces, in order."""
-        return [self(text) for text in texts]
 
 
 _COUNTERS: weakref.WeakKeyDictionary[Any, TokenCounter] = weakref.WeakKeyDictionary()
