@@ -114,9 +114,6 @@ class ApiClient:
             elif abort.wait(min(wait_s, MAX_WAIT)):  # another request failed for good: stop waiting at once
                 raise failure
 
-    def close(self) -> None:
-        self.http.close()
-
 
 def _reason(err: httpx.TransportError) -> str:
     if isinstance(err, httpx.ConnectError):
@@ -250,11 +247,11 @@ class OpenAIBackend:
         )
         card = self._model_card(model)
         self.model: str = card["id"]
+        # `mmx serve` describes its model; where it runs is kept apart, since a run may resume on another device.
         served = card.get("mmx") if isinstance(card.get("mmx"), dict) else {}
         self.served_device = served.get("device")
-        self.served = {key: value for key, value in served.items() if key != "device"}  # where it ran is not what
-        # None means the server did not say; the eval runner then tries every length and the server refuses what
-        # does not fit.
+        self.served = {key: value for key, value in served.items() if key != "device"}
+        # None: the server does not say, so every length is tried and the server refuses what does not fit.
         self.max_context: int | None = max_context or card.get("max_model_len") or None
         self.tokenizer, self.prefix_ids = self._tokenizer(tokenizer)
 
@@ -346,6 +343,12 @@ class OpenAIBackend:
                 )
             whole = context + list(continuation)
             if self.max_context:  # the server counts one generated token too (max_tokens=1, as lm-eval sends)
+                if len(continuation) >= self.max_context - 1:
+                    raise MmxError(
+                        f"a continuation of {len(continuation)} tokens does not fit the server model's context "
+                        f"of {self.max_context}",
+                        "score shorter continuations",
+                    )
                 whole = whole[-(self.max_context - 1) :]
             requests.append((whole, len(continuation)))
 

@@ -41,12 +41,12 @@ def test_completions_match_the_backend(hf_server, hf_backend):
 
 def test_echo_logprobs_give_lm_evals_loglikelihood(hf_server, hf_backend):
     """lm-eval's own `local-completions` parser, fed our response, agrees with the backend's log-likelihood."""
-    from lm_eval.models.openai_completions import LocalCompletionsAPI
+    completions = pytest.importorskip("lm_eval.models.openai_completions")
 
     context, continuation = [1, *hf_backend.tokenizer.encode("The sky is")], hf_backend.tokenizer.encode(" blue.")
     body = {"prompt": [context + continuation], "max_tokens": 1, "echo": True, "logprobs": 1, "temperature": 0}
     response = post(hf_server, "/v1/completions", body).json()
-    parsed = LocalCompletionsAPI.parse_logprobs(response, ctxlens=[len(context)])
+    parsed = completions.LocalCompletionsAPI.parse_logprobs(response, ctxlens=[len(context)])
     expected = hf_backend.loglikelihood_tokens([(context, continuation)])
     assert parsed[0][0] == pytest.approx(expected[0][0], abs=1e-5)
     assert parsed[0][1] == expected[0][1]
