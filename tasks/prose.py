@@ -126,9 +126,10 @@ _ARTICLE = re.compile(r"\b([Aa]) (?=[aeiou])")
 Filler = Callable[[random.Random], str]
 
 
-def place_names() -> list[str]:
+@cache
+def place_names() -> tuple[str, ...]:
     """The invented place names prose and synthetic documents use."""
-    return [head + tail for head in _PLACE_HEADS for tail in _PLACE_TAILS]
+    return tuple(head + tail for head in _PLACE_HEADS for tail in _PLACE_TAILS)
 
 
 def _fillers(lex: Lexicon) -> dict[str, Filler]:
