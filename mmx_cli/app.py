@@ -31,6 +31,7 @@ def _register_commands() -> None:
     import mmx.cli_models
     import mmx.cli_report
     import mmx.cli_serve
+    import mmx.cli_tasks
     import mmx.cli_train
     import mmx.groups  # noqa: F401  (one import per command module; add yours on its own line)
 
