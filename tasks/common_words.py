@@ -131,7 +131,9 @@ class CommonWords(Task):
         metadata = {"freq_cw": freq_cw, "freq_ucw": freq_ucw, "uncommon_words": len(chosen), "entries": len(entries)}
         return Draft([head, numbered(entries), question], prefix, common, metadata)
 
-    def _example(self, rng: random.Random, common: list[str], rare: list[str]) -> str:
+    @staticmethod
+    def _example(rng: random.Random, common: list[str], rare: list[str]) -> str:
+        """The worked example: a short list (common words twice, others once) with its question and answer."""
         entries = [w for w in common for _ in range(EXAMPLE_FREQS[0])] + [
             w for w in rare for _ in range(EXAMPLE_FREQS[1])
         ]
@@ -139,8 +141,8 @@ class CommonWords(Task):
         answer = ANSWER_PREFIX.format(n=len(common)) + " " + " ".join(common)
         return f"{EXAMPLE_HEAD}{numbered(entries)}{QUESTION.format(n=len(common))}{answer}"
 
+    @staticmethod
     def _fill(
-        self,
         pool: Iterator[str],
         counter: TokenCounter,
         numbers: NumberCosts,
