@@ -29,6 +29,7 @@ def test_registry_and_suites() -> None:
         (lambda: get_task("vt", max_new_tokens=0), "max_new_tokens"),
         (lambda: get_task("niah_single_2", corpus="/no/such/corpus.txt"), "does not exist"),
         (lambda: get_task("qa_1", data="/no/such/squad.json"), "does not exist"),
+        (lambda: get_task("niah", corpus="hf:nobody/no-such-dataset:text"), "not in the local Hugging Face cache"),
     ],
 )
 def test_bad_options(call: object, message: str) -> None:
