@@ -18,7 +18,6 @@ from mmx.sizes import format_size, parse_size, parse_sizes, sweep
 
 DEFAULT_MODEL = "mmx-mini"
 DEFAULT_MAX_LEN = {"cuda": "1m", "cpu": "16k"}  # a CPU sweep to 1M tokens would take hours
-DEFAULT_CHUNK = 4096  # prefill chunk: keeps a GPU busy while bounding activations to one chunk
 PEAK_SOURCES = ("datasheet", "measure")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 
@@ -42,6 +41,16 @@ def resolve_lengths(max_len: str | None, lengths: str | None, device_type: str) 
             raise MmxError(f"bad size list {lengths!r}", "give comma-separated sizes, e.g. 4k,16k,64k")
         return parsed
     return sweep(parse_size(max_len or DEFAULT_MAX_LEN[device_type]))
+
+
+def parse_chunk_size(text: str) -> int | None:
+    """`auto` -> None (sized per model); otherwise a positive token count (k/m suffixes allowed)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return parse_size(text)
+    except MmxError:
+        raise MmxError(f"bad --chunk-size {text!r}", "use auto or a positive size, e.g. 4096 or 16k") from None
 
 
 def parse_batch_sizes(text: str) -> list[int]:
@@ -147,7 +156,9 @@ def throughput(
     batch_sizes: str = typer.Option("1,8,64", "--batch-sizes", help="Decode batch sizes, a comma list."),
     decode_steps: int = typer.Option(16, "--decode-steps", help="Timed decode steps per cell; 0: prefill only."),
     repeats: int = typer.Option(3, "--repeats", help="Timed prefills per length (one when a run takes over 2 s)."),
-    chunk_size: int = typer.Option(DEFAULT_CHUNK, "--chunk-size", help="Prefill chunk of mmx models (tokens)."),
+    chunk_size: str = typer.Option(
+        "auto", "--chunk-size", help="Prefill chunk of mmx models: tokens, or auto (sized to ~2 GiB of activations)."
+    ),
     layers: int | None = typer.Option(None, "--layers", help="Keep N layers of a random: preset (a slice)."),
     arch: str = typer.Option("hybrid", "--arch", help="hybrid, softmax, lightning, a comma list, or all."),
     compare_transformers: bool = typer.Option(
@@ -171,8 +182,9 @@ def throughput(
     from mmx.throughput_peaks import detect_peaks
     from mmx.throughput_subjects import Placement
 
-    for value, flag, minimum in ((repeats, "--repeats", 1), (chunk_size, "--chunk-size", 1), (layers, "--layers", 1)):
+    for value, flag, minimum in ((repeats, "--repeats", 1), (layers, "--layers", 1)):
         _positive(value, flag, minimum)
+    chunk = parse_chunk_size(chunk_size)
     _positive(decode_steps, "--decode-steps", 0)
     if budget is not None and budget <= 0:
         raise MmxError(f"bad --budget {budget:g}", "give a positive number of seconds")
@@ -184,7 +196,7 @@ def throughput(
     decode_batches = parse_batch_sizes(batch_sizes)
     place_device = resolve_device(device)
     sizes = resolve_lengths(max_len, lengths, place_device.type)
-    place = Placement(place_device, resolve_dtype(dtype, place_device), chunk_size)
+    place = Placement(place_device, resolve_dtype(dtype, place_device), chunk)
     out = out or default_out(model)
     check_out_dir(out)
     subjects = plan_subjects(model, place, layers=layers, archs=archs, compare_transformers=compare_transformers)

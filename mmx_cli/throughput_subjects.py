@@ -21,6 +21,9 @@ from mmx.errors import MmxError
 from mmx.model.config import LIGHTNING, SOFTMAX, MiniMaxConfig
 
 ARCHS = ("hybrid", "softmax", "lightning")
+MIN_CHUNK, MAX_CHUNK = 4096, 65536  # `auto_chunk`'s range of prefill chunk sizes (tokens)
+ACTIVATION_BUDGET = 2 * 2**30  # bytes of live activations an automatic prefill chunk may plan for
+ACTIVATION_VECTORS = 24  # hidden-width vectors alive per token during a layer (a deliberate over-estimate)
 HF_BLOCK_SIZE = 256  # transformers' lightning attention block (its config default, MiniMax-Text-01's value)
 _DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
@@ -262,7 +265,10 @@ class Placement:
 
     device: torch.device
     dtype: torch.dtype
-    chunk_size: int
+    chunk_size: int | None  # prefill chunk of our model; None sizes it per config (`auto_chunk`)
+
+    def chunk_for(self, config: MiniMaxConfig) -> int:
+        return self.chunk_size or auto_chunk(config, torch.finfo(self.dtype).bits // 8)
 
     @property
     def dtype_name(self) -> str:
@@ -281,8 +287,24 @@ def _random_spec(rest: str) -> tuple[str, int]:
     return preset, int(seed_text or 0)
 
 
+def auto_chunk(config: MiniMaxConfig, elem_bytes: int) -> int:
+    """The largest power of two in [MIN_CHUNK, MAX_CHUNK] tokens whose prefill activations fit ACTIVATION_BUDGET.
+
+    Per token a chunk holds about ACTIVATION_VECTORS hidden-width vectors (residual, norms, q/k/v/gate/output
+    projections, attention output) and three expert-width vectors per routed expert. Small models then take long
+    chunks, which amortise the fixed launch cost of every layer and expert per chunk; wide ones keep short chunks,
+    so a 25B-parameter slice prefills 1M tokens with about a gigabyte of activations beside its weights.
+    """
+    width = max(config.hidden_size, config.num_attention_heads * config.head_dim)
+    per_token = (ACTIVATION_VECTORS * width + 3 * config.num_experts_per_tok * config.intermediate_size) * elem_bytes
+    chunk = MIN_CHUNK
+    while chunk * 2 <= MAX_CHUNK and chunk * 2 * per_token <= ACTIVATION_BUDGET:
+        chunk *= 2
+    return chunk
+
+
 def _native_build(config: MiniMaxConfig, place: Placement, seed: int) -> Callable[[], Runner]:
-    return lambda: NativeRunner(build_native(config, place.device, place.dtype, seed), place.chunk_size)
+    return lambda: NativeRunner(build_native(config, place.device, place.dtype, seed), place.chunk_for(config))
 
 
 def _transformers_build(config: MiniMaxConfig, place: Placement, seed: int) -> Callable[[], Runner]:
@@ -316,7 +338,7 @@ def random_subjects(
         if compare_transformers:
             impls.append(("transformers", "transformers", _transformers_build))
         for impl, backend, build in impls:
-            extra = {"chunk_size": place.chunk_size} if impl == "mmx" else {}
+            extra = {"chunk_size": place.chunk_for(config)} if impl == "mmx" else {}
             subjects.append(
                 Subject(
                     label=f"{impl} {arch}",
@@ -346,8 +368,9 @@ def backend_subject(spec: str, place: Placement) -> Subject:
     info = backend.describe()
     config = getattr(model, "config", None)
     if isinstance(config, MiniMaxConfig):
-        runner: Runner = NativeRunner(model, place.chunk_size)
-        impl, info = "mmx", {**info, "chunk_size": place.chunk_size}
+        chunk = place.chunk_for(config)
+        runner: Runner = NativeRunner(model, chunk)
+        impl, info = "mmx", {**info, "chunk_size": chunk}
     else:
         runner, impl, config = TransformersRunner(model), "transformers", None
     return Subject(

@@ -34,9 +34,9 @@ for p in "${parts[@]}"; do
   case $p in
     slice) part slice 140 200 --model random:minimax-text-01 --layers 4 --compare-transformers \
              --lengths 16k,64k,256k,1m --batch-sizes 1,64 ;;
-    arch) part arch 100 150 --model random:small --layers 8 --arch hybrid,lightning,softmax \
+    arch) part arch 100 140 --model random:small --layers 8 --arch hybrid,lightning,softmax \
             --lengths 4k,16k,64k,256k,1m --batch-sizes 1,64 ;;
-    mini) part mini 200 260 --model "$mini_model" --max-len 4m --batch-sizes 1,64 ;;
+    mini) part mini 190 240 --model "$mini_model" --max-len 4m --batch-sizes 1,64 ;;
     *) echo "unknown part $p (slice, arch, mini)" >&2; exit 2 ;;
   esac
 done

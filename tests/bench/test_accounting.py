@@ -13,6 +13,7 @@ from mmx.model.config import LIGHTNING, SOFTMAX, MiniMaxConfig
 from mmx.throughput_cost import decode_bytes, expected_experts, lm_head_flops, prefill_flops
 from mmx.throughput_peaks import datasheet_peaks, detect_peaks, measure_peaks
 from mmx.throughput_subjects import (
+    Placement,
     attn_layout,
     build_native,
     build_transformers,
@@ -75,6 +76,29 @@ def test_transformers_builds_the_same_shapes_from_our_config():
                 assert torch.all(param == 1.0)
             elif param.numel() > 1000:
                 assert param.std().item() == pytest.approx(config.initializer_range, rel=0.1)
+
+
+@pytest.mark.parametrize(
+    ("width", "head_dim", "expert_width", "dtype", "chunk"),
+    [
+        (6144, 128, 9216, torch.bfloat16, 4096),  # the 25B slice keeps short chunks: about 2 GB of activations
+        (1024, 128, 1536, torch.bfloat16, 16384),
+        (256, 32, 512, torch.bfloat16, 65536),
+        (256, 32, 512, torch.float32, 32768),
+    ],
+)
+def test_automatic_chunks_shrink_with_the_model_width(width, head_dim, expert_width, dtype, chunk):
+    heads = 64 if width > 1024 else 8
+    config = dataclasses.replace(
+        reshape(FULL, 4, "hybrid"),
+        hidden_size=width,
+        num_attention_heads=heads,
+        head_dim=head_dim,
+        rotary_dim=head_dim // 2,
+        intermediate_size=expert_width,
+    )
+    assert Placement(torch.device("cpu"), dtype, None).chunk_for(config) == chunk
+    assert Placement(torch.device("cpu"), dtype, 1000).chunk_for(config) == 1000  # an explicit size wins
 
 
 def test_prefill_flops_count_the_lm_head_once_and_attention_by_mean_context():

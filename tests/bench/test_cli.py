@@ -39,7 +39,7 @@ def test_every_measurement_is_a_well_formed_ok_record(tiny_run, bench_records):
             assert r["ttft_s"] > 0 and r["flops"] > 0 and r["mfu"] is None  # no known CPU peak
         else:
             assert r["ttft_s"] is None and r["steps"] == 2 and r["bytes_per_step"] > 0
-    assert all(r["chunk_size"] == 4096 for r in records if r["impl"].startswith("mmx"))
+    assert all(r["chunk_size"] == 65536 for r in records if r["impl"].startswith("mmx"))  # auto: a tiny model
     assert all(r["attn_implementation"] == "sdpa" for r in records if r["impl"].startswith("transformers"))
 
 
@@ -80,6 +80,7 @@ def test_different_parameters_on_the_run_directory_are_refused(tiny_run, mmx):
         (("--decode-steps", "-1"), "bad --decode-steps -1"),
         (("--layers", "0", "--model", "random:tiny"), "bad --layers 0"),
         (("--peaks", "guess"), "unknown --peaks 'guess'"),
+        (("--chunk-size", "0"), "bad --chunk-size '0'"),
         (("--budget", "0"), "bad --budget 0"),
         (("--dtype", "int8"), "unknown dtype 'int8'"),
         (("--device", "cuda:7"), "cuda"),
