@@ -211,3 +211,21 @@ def test_bad_input_is_one_line_and_exit_code_2(mmx, tmp_path, args, message):
 def test_asking_for_cuda_without_it_is_one_line(mmx, tmp_path):
     code, _, err = mmx("eval", "ruler", "--model", "random:tiny", "--device", "cuda", "--out", tmp_path / "o")
     assert code == 2 and err == "error: CUDA is not available on this machine — use --device cpu\n"
+
+
+def test_progress_bars_draw_cells_and_keep_notes_on_a_terminal():
+    from rich.console import Console
+
+    from mmx.cli_eval import BarProgress
+
+    screen = io.StringIO()
+    bars = BarProgress(Console(file=screen, force_terminal=True, width=120))
+    bars.begin(total=4, done=1)
+    bars.cell("vt", 4096, total=2, done=0)
+    bars.advance(1)
+    bars.note("skipping 8m: longer than the model's maximum context")
+    bars.cell("qa_1", 4096, total=2, done=1)
+    bars.advance(1)
+    assert bars.bars.tasks[0].completed == 3 and [t.description for t in bars.bars.tasks][1:] == ["qa_1 @ 4k"]
+    bars.end()
+    assert "warning: skipping 8m: longer than the model's maximum context" in screen.getvalue()
