@@ -33,25 +33,25 @@ TORCH_BWD_MAX = 2**17
 FWD_VARIANTS: list[dict[str, Any]] = [
     {},
     {"chunk": 128},
-    {"chunk": 32},
     {"fwd_warps": 4},
     {"fwd_stages": 3},
-    {"fwd_stages": 1},
+    {"programs_per_sm": 1},
     {"programs_per_sm": 2},
-    {"programs_per_sm": 8},
     {"max_segment": 65536},
     {"value_split": 2},
+    {"value_split": 2, "fwd_warps": 8},
+    {"value_split": 2, "programs_per_sm": 8},
 ]
 BWD_VARIANTS: list[dict[str, Any]] = [
     {},
     {"bwd_key_split": 2},
-    {"bwd_chunk": 32},
-    {"bwd_warps": 4},
-    {"bwd_stages": 1},
+    {"bwd_chunk": 128},
     {"bwd_stages": 3},
-    {"programs_per_sm": 8},
+    {"programs_per_sm": 2},
+    {"programs_per_sm": 1},
 ]
 DECODE_BLOCKS = (16, 32, 64, 128)
+DECODE_POOLS = 4  # state pools stepped in turn: 4 × 64 MiB is well past any L2
 
 
 @dataclass
@@ -213,25 +213,36 @@ class KernelBench:
             yield self._measure(res, lambda o=o: torch.autograd.grad(o, leaves, do, retain_graph=True))
 
     def decode(self, batch: int, heads: int, dim: int, impls: tuple[str, ...] = IMPLS) -> Iterator[Result]:
-        """One token for each of `batch` sequences with fp32 states [B, H, D, D] (read and written once)."""
+        """One token for each of `batch` sequences with fp32 states [B, H, D, D] (read and written once).
+
+        "decode": kernel time, from a CUDA graph that steps DECODE_POOLS different state pools in turn, so the
+        state (64 MiB at B=64, H=8, D=128) cannot sit in L2 between steps. "decode_eager": one Python call per
+        step, as an uncaptured decode loop pays it (launch and dispatch overhead included).
+        """
         floor = 2 * batch * heads * dim * dim * 4 + 4 * batch * heads * dim * self.elt
         q, k, v = (x[:, 0] for x in self._inputs(batch, 1, heads, dim)[:3])  # [B, H, D]
         slope = minimax_slopes(heads, device=self.device)
-        state = torch.randn(batch, heads, dim, dim, device=self.device) * INPUT_SCALE
-        for impl in impls:
-            res = self._result("decode", impl, 1, batch, heads, dim, floor)
-            if impl == "mmx":
-                yield self._measure(res, lambda: lightning_decode(q, k, v, slope, state), graph=True)
-            elif impl == "torch":
-                yield self._measure(res, lambda: lightning_decode(q, k, v, slope, state, impl="torch"), graph=True)
-            elif impl == "fla" and self.has_fla:
+        pools = [torch.randn(batch, heads, dim, dim, device=self.device) * INPUT_SCALE for _ in range(DECODE_POOLS)]
+
+        def step(impl: str, state: torch.Tensor) -> object:
+            if impl == "fla":
                 from fla.ops.simple_gla import fused_recurrent_simple_gla
 
-                def fla_step() -> object:
-                    return fused_recurrent_simple_gla(q[:, None], k[:, None], v[:, None], g_gamma=-slope, scale=1.0,
-                                                      initial_state=state, output_final_state=True)  # fmt: skip
+                return fused_recurrent_simple_gla(q[:, None], k[:, None], v[:, None], g_gamma=-slope, scale=1.0,
+                                                  initial_state=state, output_final_state=True)  # fmt: skip
+            return lightning_decode(q, k, v, slope, state, impl="auto" if impl == "mmx" else "torch")
 
-                yield self._measure(res, fla_step, graph=True)
+        for impl in impls:
+            if impl == "sdpa" or (impl == "fla" and not self.has_fla):
+                continue
+            res = self._result("decode", impl, 1, batch, heads, dim, floor)
+            res.note = f"CUDA graph, {DECODE_POOLS} state pools in turn"
+            self._measure(res, lambda impl=impl: [step(impl, p) for p in pools], graph=True)
+            res.ms = res.ms / DECODE_POOLS if res.ms is not None else None
+            yield res
+            eager = self._result("decode_eager", impl, 1, batch, heads, dim, floor)
+            eager.note = "one Python call per step"
+            yield self._measure(eager, lambda impl=impl: step(impl, pools[0]))
 
     def packed(self, n_docs: int, doc_len: int, heads: int, dim: int) -> Iterator[Result]:
         """`n_docs` documents of `doc_len` packed in one call (cu_seqlens) vs one sequence of the same total."""
@@ -280,17 +291,62 @@ class KernelBench:
         return rows
 
     def tune_decode(self, batch: int, heads: int, dim: int, block_vs: tuple[int, ...]) -> list[dict[str, Any]]:
-        """Time the decode step for each value-block width."""
+        """Time the decode step (graph replay over rotated state pools) for each value-block width."""
         from .triton_attn import lightning_decode_triton
 
         q, k, v = (x[:, 0] for x in self._inputs(batch, 1, heads, dim)[:3])
         slope = minimax_slopes(heads, device=self.device)
-        state = torch.randn(batch, heads, dim, dim, device=self.device) * INPUT_SCALE
+        pools = [torch.randn(batch, heads, dim, dim, device=self.device) * INPUT_SCALE for _ in range(DECODE_POOLS)]
         rows = []
         for bv in block_vs:
             config = self.config.with_(decode_block_v=bv)
             res = self._result("decode", "mmx", 1, batch, heads, dim, 0)
-            self._measure(res, lambda c=config: lightning_decode_triton(q, k, v, slope, state, config=c), graph=True)
+            self._measure(res, lambda c=config: [lightning_decode_triton(q, k, v, slope, p, config=c) for p in pools],
+                          graph=True)  # fmt: skip
+            ms = res.ms / DECODE_POOLS if res.ms else None
             rows.append({"op": "decode", "batch": batch, "heads": heads, "changes": {"decode_block_v": bv},
-                         "ms": res.ms, "status": res.status, "note": res.note})  # fmt: skip
+                         "ms": ms, "status": res.status, "note": res.note})  # fmt: skip
         return rows
+
+    def breakdown(self, length: int, heads: int, dim: int, config: KernelConfig | None = None) -> dict[str, Any]:
+        """Time each kernel of our forward and backward on its own, with its register, spill and shared-memory use."""
+        from . import triton_bwd, triton_fwd
+        from .plan import plan_for
+        from .triton_scan import scan_segments
+
+        config = config or self.config
+        q, k, v, slope = self._inputs(1, length, heads, dim)
+        do = torch.randn_like(q)
+        plan = plan_for(1, length, heads, None, self.device, config)
+        local, _ = triton_fwd.local_states(k, v, slope, plan, config)
+        starts, _ = scan_segments(local, None, slope, plan, reverse=False)
+        _, r, _ = triton_bwd.query_grads(do, q, k, v, slope, starts, True, plan, config)
+        carry, _ = scan_segments(r, None, slope, plan, reverse=True)
+        phases: dict[str, Callable[[], tuple]] = {
+            "fwd_local_states": lambda: triton_fwd.local_states(k, v, slope, plan, config),
+            "fwd_scan": lambda: scan_segments(local, None, slope, plan, reverse=False),
+            "fwd_outputs": lambda: triton_fwd.outputs(q, k, v, slope, starts, True, plan, config, None),
+            "bwd_dq": lambda: triton_bwd.query_grads(do, q, k, v, slope, starts, True, plan, config),
+            "bwd_scan": lambda: scan_segments(r, None, slope, plan, reverse=True),
+            "bwd_dkv": lambda: triton_bwd.key_value_grads(do, q, k, v, slope, carry, True, plan, config, None),
+        }
+        out: dict[str, Any] = {"length": length, "heads": heads, "segment": plan.segment,
+                               "segments": plan.n_segments}  # fmt: skip
+        for name, fn in phases.items():
+            kernel = fn()[-1]
+            res = self._measure(self._result(name, "mmx", length, 1, heads, dim, 0), fn)
+            out[name] = {"ms": res.ms, "status": res.status, **kernel_stats(kernel)}
+        return out
+
+
+def kernel_stats(kernel: object) -> dict[str, Any]:
+    """Registers and spills per thread, shared memory, warps, and whether Hopper's wgmma was used (when known)."""
+    meta = getattr(kernel, "metadata", None)
+    ttgir = getattr(kernel, "asm", {}).get("ttgir", "")
+    return {
+        "regs": getattr(kernel, "n_regs", None),
+        "spills": getattr(kernel, "n_spills", None),
+        "shared": getattr(meta, "shared", None),
+        "warps": getattr(meta, "num_warps", None),
+        "wgmma": ("warp_group_dot" in ttgir) if ttgir else None,
+    }

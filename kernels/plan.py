@@ -9,6 +9,7 @@ end to end along the flattened token axis, none of whose segments crosses a boun
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import torch
@@ -73,6 +74,7 @@ class SegmentPlan:
     empty_seqs: tuple[int, ...]  # sequences of length 0: their final state is their initial state
 
 
+@functools.lru_cache(maxsize=16)
 def sm_count(device: torch.device) -> int:
     """Multiprocessors on `device`; a small stand-in on the CPU (the interpreter) so segmenting is exercised."""
     if device.type == "cuda":
@@ -91,9 +93,11 @@ def choose_segment(total_rows: int, heads: int, chunk: int, n_sm: int, config: K
     return segment
 
 
-def build_plan(lengths: list[int], segment: int, device: torch.device) -> SegmentPlan:
+def build_plan(lengths: list[int] | tuple[int, ...], segment: int, device: torch.device) -> SegmentPlan:
     """Cut sequences of the given lengths (laid end to end) into segments of at most `segment` rows."""
     lens = torch.tensor(lengths, dtype=torch.int64)
+    if int(lens.sum()) >= 2**31:
+        raise ValueError("more than 2**31 rows along the token axis are not supported")
     starts = torch.cumsum(lens, 0) - lens  # [N]
     nseg = (lens + segment - 1) // segment  # [N]; a sequence of length 0 has no segment
     seq_ptr = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(nseg, 0)])  # [N+1]
@@ -103,18 +107,13 @@ def build_plan(lengths: list[int], segment: int, device: torch.device) -> Segmen
     seg_len = torch.minimum(starts[seg_seq] + lens[seg_seq] - seg_bos, torch.tensor(segment))  # [S]
     is_last = torch.zeros(len(seg_seq), dtype=torch.bool)
     is_last[seq_ptr[1:][nseg > 0] - 1] = True
-    if int(lens.sum()) >= 2**31:
-        raise ValueError("more than 2**31 rows along the token axis are not supported")
-
-    def dev(t: torch.Tensor) -> torch.Tensor:
-        return t.to(device=device, dtype=torch.int32)
-
+    local_segs = torch.nonzero(~is_last).flatten()  # [S']
+    # one host-to-device copy for all five index arrays, then views into it
+    parts = (seg_bos, seg_len, seg_seq, seq_ptr, local_segs)
+    packed = torch.cat(parts).to(device=device, dtype=torch.int32)
+    views = torch.split(packed, [len(p) for p in parts])
     return SegmentPlan(
-        seg_bos=dev(seg_bos),
-        seg_len=dev(seg_len),
-        seg_seq=dev(seg_seq),
-        seq_ptr=dev(seq_ptr),
-        local_segs=dev(torch.nonzero(~is_last).flatten()),
+        *views,
         n_seqs=len(lengths),
         n_segments=int(seq_ptr[-1]),
         segment=segment,
@@ -123,10 +122,19 @@ def build_plan(lengths: list[int], segment: int, device: torch.device) -> Segmen
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_plan(lengths: tuple[int, ...], segment: int, device: torch.device) -> SegmentPlan:
+    return build_plan(lengths, segment, device)
+
+
 def plan_for(
     batch: int, seqlen: int, heads: int, seq_lengths: list[int] | None, device: torch.device, config: KernelConfig
 ) -> SegmentPlan:
-    """The plan for one call: `batch` rows of `seqlen`, or packed sequences of `seq_lengths` (batch = 1)."""
-    lengths = seq_lengths if seq_lengths is not None else [seqlen] * batch
+    """The plan for one call: `batch` rows of `seqlen`, or packed sequences of `seq_lengths` (batch = 1).
+
+    Plans are cached by shape: a model calls the kernels once per layer with the same lengths, and building one
+    costs host time that the GPU would otherwise spend idle.
+    """
+    lengths = tuple(seq_lengths) if seq_lengths is not None else (seqlen,) * batch
     segment = choose_segment(batch * seqlen, heads, config.chunk, sm_count(device), config)
-    return build_plan(lengths, segment, device)
+    return _cached_plan(lengths, segment, device)

@@ -89,16 +89,16 @@ def _dq_kernel(
         b_k = tl.load(p_k, boundary_check=(0,), padding_option="zero")  # [BT, BK]
         b_v = tl.load(p_v, boundary_check=(0,), padding_option="zero")  # [BT, V]
         b_do = tl.load(p_do, boundary_check=(0,), padding_option="zero")  # [BT, V]
-        b_a = tl.dot(b_do, tl.trans(b_v), input_precision=PREC) * b_mask  # [BT, BT]
-        b_dq = tl.dot(b_a.to(b_k.dtype), b_k, input_precision=PREC)  # [BT, BK]
         if STATE_BF16:
-            b_dq += tl.dot((b_do * b_qd[:, None]).to(tl.bfloat16), tl.trans(b_h.to(tl.bfloat16)))
+            b_dq = tl.dot((b_do * b_qd[:, None]).to(tl.bfloat16), tl.trans(b_h.to(tl.bfloat16)))  # [BT, BK]
         else:
-            b_dq += tl.dot(b_do.to(tl.float32) * b_qd[:, None], tl.trans(b_h), input_precision=PREC)
-        tl.store(p_dq, b_dq.to(dq.dtype.element_ty), boundary_check=(0,))
+            b_dq = tl.dot(b_do.to(tl.float32) * b_qd[:, None], tl.trans(b_h), input_precision=PREC)  # [BT, BK]
         m = tl.minimum(BT, n_rows - i_c * BT)
         b_kd = (b_k * _key_decay(s, m, BT)[:, None]).to(b_k.dtype)
         b_h = b_h * tl.exp(-s * m.to(tl.float32)) + tl.dot(tl.trans(b_kd), b_v, input_precision=PREC)
+        b_a = tl.dot(b_do, tl.trans(b_v), input_precision=PREC) * b_mask  # [BT, BT]
+        b_dq = tl.dot(b_a.to(b_k.dtype), b_k, acc=b_dq, input_precision=PREC)
+        tl.store(p_dq, b_dq.to(dq.dtype.element_ty), boundary_check=(0,))
         if STORE_R:
             p_q = tl.make_block_ptr(p_q0, (n_rows, K), (stride_qt, 1), (i_c * BT, i_k * BK), (BT, BK), (1, 0))
             b_q = tl.load(p_q, boundary_check=(0,), padding_option="zero")  # [BT, BK]
@@ -184,20 +184,20 @@ def _dkv_kernel(
         m = tl.minimum(BT, n_rows - i_c * BT)
         b_kd = _key_decay(s, m, BT)[:, None]  # [BT, 1]
 
-        b_a = tl.dot(b_k, tl.trans(b_q), input_precision=PREC) * b_mask_t  # [BT, BT]
-        b_dv = tl.dot(b_a.to(b_do.dtype), b_do, input_precision=PREC)  # [BT, V]
         if STATE_BF16:
-            b_dv += tl.dot((b_k * b_kd).to(tl.bfloat16), b_c.to(tl.bfloat16))
+            b_dv = tl.dot((b_k * b_kd).to(tl.bfloat16), b_c.to(tl.bfloat16))  # [BT, V]
         else:
-            b_dv += tl.dot(b_k.to(tl.float32) * b_kd, b_c, input_precision=PREC)
+            b_dv = tl.dot(b_k.to(tl.float32) * b_kd, b_c, input_precision=PREC)  # [BT, V]
+        b_a = tl.dot(b_k, tl.trans(b_q), input_precision=PREC) * b_mask_t  # [BT, BT]
+        b_dv = tl.dot(b_a.to(b_do.dtype), b_do, acc=b_dv, input_precision=PREC)
         tl.store(p_dv, b_dv.to(dv.dtype.element_ty), boundary_check=(0,))
 
-        b_b = tl.dot(b_v, tl.trans(b_do), input_precision=PREC) * b_mask_t  # [BT, BT]
-        b_dk = tl.dot(b_b.to(b_q.dtype), b_q, input_precision=PREC)  # [BT, K]
         if STATE_BF16:
-            b_dk += tl.dot((b_v * b_kd).to(tl.bfloat16), tl.trans(b_c.to(tl.bfloat16)))
+            b_dk = tl.dot((b_v * b_kd).to(tl.bfloat16), tl.trans(b_c.to(tl.bfloat16)))  # [BT, K]
         else:
-            b_dk += tl.dot(b_v.to(tl.float32) * b_kd, tl.trans(b_c), input_precision=PREC)
+            b_dk = tl.dot(b_v.to(tl.float32) * b_kd, tl.trans(b_c), input_precision=PREC)  # [BT, K]
+        b_b = tl.dot(b_v, tl.trans(b_do), input_precision=PREC) * b_mask_t  # [BT, BT]
+        b_dk = tl.dot(b_b.to(b_q.dtype), b_q, acc=b_dk, input_precision=PREC)
         tl.store(p_dk, b_dk.to(dk.dtype.element_ty), boundary_check=(0,))
 
         b_qs = (b_q * b_qd[:, None]).to(b_q.dtype)
@@ -205,6 +205,67 @@ def _dkv_kernel(
     if STORE_DH0:
         is_first = i_s == tl.load(seq_ptr + i_n)
         tl.store(dh0 + (i_n * H + i_h).to(tl.int64) * K * V + o_kv, b_c, mask=is_first)
+
+
+def query_grads(
+    do: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    slope: torch.Tensor,
+    h_start: torch.Tensor | None,
+    per_segment: bool,
+    plan: SegmentPlan,
+    config: KernelConfig,
+) -> tuple[torch.Tensor, torch.Tensor | None, object]:
+    """dq, and (when a sequence spans several segments) each segment's reverse contribution R; plus the kernel."""
+    _, _, H, K = q.shape
+    V = v.shape[-1]
+    n_k = config.split(config.bwd_key_split, K)
+    dq = torch.empty_like(q, memory_format=torch.contiguous_format)
+    r = torch.empty(plan.n_segments, H, K, V, dtype=torch.float32, device=q.device) if plan.multi else None
+    start_mode = 0 if h_start is None else (2 if per_segment else 1)
+    kernel = _dq_kernel[(plan.n_segments, H, n_k)](
+        q, k, v, do, dq, slope, h_start if h_start is not None else dq, r if r is not None else dq,
+        plan.seg_bos, plan.seg_len, plan.seg_seq,
+        *rows_view(q), *rows_view(k), *rows_view(v), *rows_view(do), *rows_view(dq),
+        H=H, K=K, V=V, BT=config.bwd_chunk, BK=K // n_k, START=start_mode, STORE_R=r is not None,
+        STATE_BF16=q.dtype == torch.bfloat16, PREC=dot_precision(q.dtype),
+        num_warps=config.warps(config.bwd_warps, 2 * K * V // n_k), num_stages=config.bwd_stages,
+    )  # fmt: skip
+    return dq, r, kernel
+
+
+def key_value_grads(
+    do: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    slope: torch.Tensor,
+    c_start: torch.Tensor | None,
+    per_segment: bool,
+    plan: SegmentPlan,
+    config: KernelConfig,
+    dh0: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, object]:
+    """dk, dv from the gradient arriving after each segment (per segment, per sequence = dht, or zero).
+
+    Writes each sequence's initial-state gradient into `dh0` when given; also returns the compiled kernel.
+    """
+    _, _, H, K = q.shape
+    V = v.shape[-1]
+    dk = torch.empty_like(k, memory_format=torch.contiguous_format)
+    dv = torch.empty_like(v, memory_format=torch.contiguous_format)
+    start_mode = 0 if c_start is None else (2 if per_segment else 1)
+    kernel = _dkv_kernel[(plan.n_segments, H)](
+        q, k, v, do, dk, dv, slope, c_start if c_start is not None else dk, dh0 if dh0 is not None else dk,
+        plan.seg_bos, plan.seg_len, plan.seg_seq, plan.seq_ptr,
+        *rows_view(q), *rows_view(k), *rows_view(v), *rows_view(do), *rows_view(dk), *rows_view(dv),
+        H=H, K=K, V=V, BT=config.bwd_chunk, START=start_mode, STORE_DH0=dh0 is not None,
+        STATE_BF16=q.dtype == torch.bfloat16, PREC=dot_precision(q.dtype),
+        num_warps=config.warps(config.bwd_warps, K * V), num_stages=config.bwd_stages,
+    )  # fmt: skip
+    return dk, dv, kernel
 
 
 def backward(
@@ -221,46 +282,13 @@ def backward(
     need_dh0: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Gradients (dq, dk, dv, d initial_state or None) from the output's and the final state's gradients."""
-    B, T, H, K = q.shape
+    _, _, H, K = q.shape
     V = v.shape[-1]
-    prec = dot_precision(q.dtype)
-    bf16 = q.dtype == torch.bfloat16
-    dq = torch.empty_like(q, memory_format=torch.contiguous_format)
-    dk = torch.empty_like(k, memory_format=torch.contiguous_format)
-    dv = torch.empty_like(v, memory_format=torch.contiguous_format)
     dh0 = torch.empty(plan.n_seqs, H, K, V, dtype=torch.float32, device=q.device) if need_dh0 else None
-    if starts is not None:
-        h_mode, h_start = 2, starts
-    elif initial_state is not None:
-        h_mode, h_start = 1, initial_state
-    else:
-        h_mode, h_start = 0, dq
-    carry = torch.empty(plan.n_segments, H, K, V, dtype=torch.float32, device=q.device) if plan.multi else None
-    n_k = config.split(config.bwd_key_split, K)
-    BK = K // n_k
-    if plan.n_segments:
-        _dq_kernel[(plan.n_segments, H, n_k)](
-            q, k, v, do, dq, slope, h_start, carry if carry is not None else dq,
-            plan.seg_bos, plan.seg_len, plan.seg_seq,
-            *rows_view(q), *rows_view(k), *rows_view(v), *rows_view(do), *rows_view(dq),
-            H=H, K=K, V=V, BT=config.bwd_chunk, BK=BK, START=h_mode, STORE_R=carry is not None, STATE_BF16=bf16,
-            PREC=prec, num_warps=config.warps(config.bwd_warps, 2 * BK * V), num_stages=config.bwd_stages,
-        )  # fmt: skip
-    if carry is not None:
-        scan_segments(carry, dht, slope, plan, reverse=True)
-        c_mode, c_start = 2, carry
-    elif dht is not None:
-        c_mode, c_start = 1, dht
-    else:
-        c_mode, c_start = 0, dq
-    if plan.n_segments:
-        _dkv_kernel[(plan.n_segments, H)](
-            q, k, v, do, dk, dv, slope, c_start, dh0 if dh0 is not None else dq,
-            plan.seg_bos, plan.seg_len, plan.seg_seq, plan.seq_ptr,
-            *rows_view(q), *rows_view(k), *rows_view(v), *rows_view(do), *rows_view(dk), *rows_view(dv),
-            H=H, K=K, V=V, BT=config.bwd_chunk, START=c_mode, STORE_DH0=dh0 is not None, STATE_BF16=bf16, PREC=prec,
-            num_warps=config.warps(config.bwd_warps, K * V), num_stages=config.bwd_stages,
-        )  # fmt: skip
+    h_start = starts if starts is not None else initial_state
+    dq, r, _ = query_grads(do, q, k, v, slope, h_start, starts is not None, plan, config)
+    c_start = scan_segments(r, dht, slope, plan, reverse=True)[0] if r is not None else dht
+    dk, dv, _ = key_value_grads(do, q, k, v, slope, c_start, r is not None, plan, config, dh0)
     if dh0 is not None and plan.empty_seqs:
         empty = torch.tensor(plan.empty_seqs, device=q.device)
         dh0[empty] = dht[empty].float() if dht is not None else 0.0

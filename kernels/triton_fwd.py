@@ -142,16 +142,17 @@ def _output_kernel(
         b_q = tl.load(p_q, boundary_check=(0,), padding_option="zero")  # [BT, K]
         b_k = tl.load(p_k, boundary_check=(0,), padding_option="zero")  # [BT, K]
         b_v = tl.load(p_v, boundary_check=(0,), padding_option="zero")  # [BT, BV]
-        b_a = tl.dot(b_q, tl.trans(b_k), input_precision=PREC) * b_mask  # [BT, BT]
-        b_o = tl.dot(b_a.to(b_v.dtype), b_v, input_precision=PREC)  # [BT, BV]
+        # the products that involve the carried state go first: they do not wait on this block's scores
         if STATE_BF16:
-            b_o += tl.dot((b_q * b_qd[:, None]).to(tl.bfloat16), b_h.to(tl.bfloat16))
+            b_o = tl.dot((b_q * b_qd[:, None]).to(tl.bfloat16), b_h.to(tl.bfloat16))  # [BT, BV]
         else:
-            b_o += tl.dot(b_q.to(tl.float32) * b_qd[:, None], b_h, input_precision=PREC)
-        tl.store(p_o, b_o.to(o.dtype.element_ty), boundary_check=(0,))
+            b_o = tl.dot(b_q.to(tl.float32) * b_qd[:, None], b_h, input_precision=PREC)  # [BT, BV]
         m = tl.minimum(BT, n_rows - i_c * BT)
         b_kd = (b_k * _key_decay(s, m, BT)[:, None]).to(b_k.dtype)
         b_h = b_h * tl.exp(-s * m.to(tl.float32)) + tl.dot(tl.trans(b_kd), b_v, input_precision=PREC)
+        b_a = tl.dot(b_q, tl.trans(b_k), input_precision=PREC) * b_mask  # [BT, BT]
+        b_o = tl.dot(b_a.to(b_v.dtype), b_v, acc=b_o, input_precision=PREC)
+        tl.store(p_o, b_o.to(o.dtype.element_ty), boundary_check=(0,))
     if STORE_FINAL:
         is_last = i_s == tl.load(seq_ptr + i_n + 1) - 1
         tl.store(h_final + (i_n * H + i_h).to(tl.int64) * K * V + o_kv, b_h, mask=is_last)
@@ -165,6 +166,54 @@ def dot_precision(dtype: torch.dtype) -> str:
 def rows_view(x: torch.Tensor) -> tuple[int, int]:
     """(row stride, head stride) of a [B, T, H, D] tensor whose batch and time axes flatten to one row axis."""
     return x.stride(1), x.stride(2)
+
+
+def local_states(
+    k: torch.Tensor, v: torch.Tensor, slope: torch.Tensor, plan: SegmentPlan, config: KernelConfig
+) -> tuple[torch.Tensor, object]:
+    """Each non-final segment's own state contribution, fp32 [S, H, K, V]; also returns the compiled kernel."""
+    _, _, H, K = k.shape
+    V = v.shape[-1]
+    n_v = config.split(config.value_split, V)
+    local = torch.empty(plan.n_segments, H, K, V, dtype=torch.float32, device=k.device)
+    kernel = _local_state_kernel[(plan.local_segs.numel(), H, n_v)](
+        k, v, slope, local, plan.local_segs, plan.seg_bos, plan.seg_len,
+        *rows_view(k), *rows_view(v),
+        H=H, K=K, V=V, BT=config.chunk, BV=V // n_v, PREC=dot_precision(k.dtype),
+        num_warps=config.warps(config.fwd_warps, K * V // n_v), num_stages=config.fwd_stages,
+    )  # fmt: skip
+    return local, kernel
+
+
+def outputs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    slope: torch.Tensor,
+    h_start: torch.Tensor | None,
+    per_segment: bool,
+    plan: SegmentPlan,
+    config: KernelConfig,
+    final: torch.Tensor | None,
+) -> tuple[torch.Tensor, object]:
+    """o [B, T, H, V] from start states (per segment, per sequence, or zero when `h_start` is None).
+
+    Writes each sequence's final state into `final` when given; also returns the compiled kernel.
+    """
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    n_v = config.split(config.value_split, V)
+    o = torch.empty(B, T, H, V, dtype=q.dtype, device=q.device)
+    start_mode = 0 if h_start is None else (2 if per_segment else 1)
+    kernel = _output_kernel[(plan.n_segments, H, n_v)](
+        q, k, v, o, slope, h_start if h_start is not None else o, final if final is not None else o,
+        plan.seg_bos, plan.seg_len, plan.seg_seq, plan.seq_ptr,
+        *rows_view(q), *rows_view(k), *rows_view(v), *rows_view(o),
+        H=H, K=K, V=V, BT=config.chunk, BV=V // n_v, START=start_mode, STORE_FINAL=final is not None,
+        STATE_BF16=q.dtype == torch.bfloat16, PREC=dot_precision(q.dtype),
+        num_warps=config.warps(config.fwd_warps, K * V // n_v), num_stages=config.fwd_stages,
+    )  # fmt: skip
+    return o, kernel
 
 
 def forward(
@@ -182,37 +231,14 @@ def forward(
     The start states are kept for the backward pass; they are None when every sequence is one segment (its start
     state is then the initial state, or zero).
     """
-    B, T, H, K = q.shape
+    _, _, H, K = q.shape
     V = v.shape[-1]
-    n_v = config.split(config.value_split, V)
-    BV = V // n_v
-    prec = dot_precision(q.dtype)
-    o = torch.empty(B, T, H, V, dtype=q.dtype, device=q.device)
     final = torch.empty(plan.n_seqs, H, K, V, dtype=torch.float32, device=q.device) if output_final_state else None
     starts = None
     if plan.multi:
-        starts = torch.empty(plan.n_segments, H, K, V, dtype=torch.float32, device=q.device)
-        _local_state_kernel[(plan.local_segs.numel(), H, n_v)](
-            k, v, slope, starts, plan.local_segs, plan.seg_bos, plan.seg_len,
-            *rows_view(k), *rows_view(v),
-            H=H, K=K, V=V, BT=config.chunk, BV=BV, PREC=prec,
-            num_warps=config.warps(config.fwd_warps, K * BV), num_stages=config.fwd_stages,
-        )  # fmt: skip
-        scan_segments(starts, initial_state, slope, plan, reverse=False)
-        start_mode, h_start = 2, starts
-    elif initial_state is not None:
-        start_mode, h_start = 1, initial_state
-    else:
-        start_mode, h_start = 0, o  # any pointer: the kernel never reads it
-    if plan.n_segments:
-        _output_kernel[(plan.n_segments, H, n_v)](
-            q, k, v, o, slope, h_start, final if final is not None else o,
-            plan.seg_bos, plan.seg_len, plan.seg_seq, plan.seq_ptr,
-            *rows_view(q), *rows_view(k), *rows_view(v), *rows_view(o),
-            H=H, K=K, V=V, BT=config.chunk, BV=BV, START=start_mode, STORE_FINAL=final is not None,
-            STATE_BF16=q.dtype == torch.bfloat16, PREC=prec,
-            num_warps=config.warps(config.fwd_warps, K * BV), num_stages=config.fwd_stages,
-        )  # fmt: skip
+        local, _ = local_states(k, v, slope, plan, config)
+        starts, _ = scan_segments(local, initial_state, slope, plan, reverse=False)
+    o, _ = outputs(q, k, v, slope, starts if plan.multi else initial_state, plan.multi, plan, config, final)
     if final is not None and plan.empty_seqs:
         empty = torch.tensor(plan.empty_seqs, device=q.device)
         final[empty] = initial_state[empty].float() if initial_state is not None else 0.0

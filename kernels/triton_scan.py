@@ -2,8 +2,8 @@
 
 Forward (segments in order): start[first] = h0; start[i+1] = λ^len_i · start[i] + local[i].
 Backward (segments in reverse): the gradient flowing into a segment from everything after it follows the same rule
-with time reversed, starting from the final state's gradient. Buffers are rewritten in place: each local state is
-read before its slot receives the start state. Only D×D floats per segment move, so this pass is cheap.
+with time reversed, starting from the final state's gradient. Only D×D floats per segment move; local and start
+states live in separate buffers so the loads of later segments can be issued ahead of the running sum.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ _TILE = 2048  # state elements per program
 
 @triton.jit
 def _scan_kernel(
-    states,
+    local,
+    start,
     h0,
     slope,
     seg_len,
@@ -43,21 +44,28 @@ def _scan_kernel(
         b_cur = tl.zeros([TILE], dtype=tl.float32)
     for j in range(0, count):
         i_s = first + count - 1 - j if REVERSE else first + j
-        p_h = states + (i_s * H + i_h).to(tl.int64) * KV + o_e
-        b_local = tl.load(p_h, mask=m_e & (j < count - 1), other=0.0)  # the last one has no local state
-        tl.store(p_h, b_cur, mask=m_e)
+        o_s = (i_s * H + i_h).to(tl.int64) * KV + o_e
+        b_local = tl.load(local + o_s, mask=m_e & (j < count - 1), other=0.0)  # the last one has no local state
+        tl.store(start + o_s, b_cur, mask=m_e)
         n_rows = tl.load(seg_len + i_s)
         b_cur = b_cur * tl.exp(-s * n_rows.to(tl.float32)) + b_local
 
 
 def scan_segments(
-    states: torch.Tensor, h0: torch.Tensor | None, slope: torch.Tensor, plan: SegmentPlan, *, reverse: bool
-) -> None:
-    """Rewrite `states` [S, H, K, V] (local states) into start states, sequence by sequence, in place."""
-    _, H, K, V = states.shape
+    local: torch.Tensor,
+    h0: torch.Tensor | None,
+    slope: torch.Tensor,
+    plan: SegmentPlan,
+    *,
+    reverse: bool,
+) -> tuple[torch.Tensor, object]:
+    """Start states [S, H, K, V] from local states, sequence by sequence; also returns the compiled kernel."""
+    _, H, K, V = local.shape
+    start = torch.empty_like(local)
     tile = min(_TILE, K * V)
-    _scan_kernel[(plan.n_seqs, H, triton.cdiv(K * V, tile))](
-        states, h0 if h0 is not None else states, slope, plan.seg_len, plan.seq_ptr,
+    kernel = _scan_kernel[(plan.n_seqs, H, triton.cdiv(K * V, tile))](
+        local, start, h0 if h0 is not None else local, slope, plan.seg_len, plan.seq_ptr,
         H=H, KV=K * V, TILE=tile, REVERSE=reverse, HAS_H0=h0 is not None,
-        num_warps=4,
+        num_warps=4, num_stages=3,
     )  # fmt: skip
+    return start, kernel

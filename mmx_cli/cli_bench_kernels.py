@@ -249,7 +249,11 @@ def bench_kernels(
     if "backward" in op_list:
         run_sweep("backward", 8, [n for n in sizes if n <= bwd_max])
     if tune:
-        report.extra["tuning"] += bench.tune("prefill", 2**20, 8, head_dim, FWD_VARIANTS)
+        report.extra["breakdown"] = [bench.breakdown(n, 8, head_dim) for n in (2**16, 2**20)]
+        report.save()
+        for length in (2**18, 2**20):
+            report.extra["tuning"] += bench.tune("prefill", length, 8, head_dim, FWD_VARIANTS)
+            report.save()
         report.extra["tuning"] += bench.tune("backward", 2**18, 8, head_dim, BWD_VARIANTS)
         report.extra["tuning"] += bench.tune_decode(decode_batch, 8, head_dim, DECODE_BLOCKS)
         report.save()
@@ -260,7 +264,12 @@ def bench_kernels(
     report.extra["targets"] = evaluate_targets(report.records)
     report.save()
     _print_tables(Console(), report.records, report.extra["targets"])
-    if report.extra["tuning"]:
-        for row in report.extra["tuning"]:
-            print(f"tune {row['op']:<8} {json.dumps(row['changes']):<28} "
-                  f"{row['ms'] if row['ms'] is None else round(row['ms'], 3)} {row['status']}")  # fmt: skip
+    for part in report.extra.get("breakdown", []):
+        print(f"breakdown T={format_size(part['length'])} H={part['heads']} segment={part['segment']}:")
+        for name, stats in part.items():
+            if isinstance(stats, dict):
+                print(f"  {name:<17} " + " ".join(f"{key}={value}" for key, value in stats.items()))
+    for row in report.extra["tuning"]:
+        ms = "-" if row["ms"] is None else f"{row['ms']:.3f}"
+        print(f"tune {row['op']:<8} T={format_size(row.get('length', 1)):<5} {json.dumps(row['changes']):<44} "
+              f"{ms} {row['status']} {row['note'][:80]}")  # fmt: skip
