@@ -80,7 +80,7 @@ def train(
     context_weight: float = typer.Option(0.1, help="Loss weight of prompt tokens (answer tokens weigh 1)."),
     seed: int = typer.Option(0, help="Seed of the initial weights and of the training documents."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    workers: int = typer.Option(-1, help="Processes generating documents (-1: one per spare CPU core, up to 12)."),
+    workers: int = typer.Option(0, help="Extra processes generating documents (0: in the training process)."),
     checkpoint_every: int = typer.Option(100, help="Steps between checkpoints."),
     time_limit: float | None = typer.Option(None, help="Stop (checkpoint + export) before this many seconds pass."),
     export_dtype: str = typer.Option("fp32", help="dtype of the exported model: fp32 or bf16."),
@@ -88,8 +88,6 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Train a model on packed task documents; the result is RUN/model, usable as `--model mmx:RUN/model`."""
-    import os
-
     import torch
 
     from mmx.model.train import TrainConfig, Trainer, open_run, parse_mix, parse_stages
@@ -128,7 +126,7 @@ def train(
 
         MiniMaxConfig.from_name(model)  # an unknown preset fails here, before any work
     if workers < 0:
-        workers = max(0, min(12, (os.cpu_count() or 1) - 1))
+        raise MmxError("--workers must be 0 or more", "0 generates documents in the training process")
     dev = _device(device)
     argv = ["mmx", *sys.argv[1:]]
     open_run(out, run_metadata("train", argv, "train", {"preset": model, "init": config.init}, config.to_dict()))
