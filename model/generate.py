@@ -73,10 +73,10 @@ def generate(
     cache.reserve(max(len(p) for p in prompts) + max_new_tokens)
     first = []
     for row, prompt in enumerate(prompts):
-        single = model.new_cache(1)
-        first.append(prefill(model, torch.tensor([prompt], device=device), single, chunk_size))
-        cache.load_row(row, single)
-        del single
+        own = cache if len(prompts) == 1 else model.new_cache(1)  # a lone prompt needs no second copy of its K/V
+        first.append(prefill(model, torch.tensor([prompt], device=device), own, chunk_size))
+        if own is not cache:
+            cache.load_row(row, own)
     next_tokens = torch.cat(first).argmax(dim=-1)  # [B]
     outputs: list[list[int]] = [[] for _ in prompts]
     done = [False] * len(prompts)
