@@ -26,7 +26,6 @@ class ModelCache:
         self.batch_size = batch_size
         self.lengths = [0] * batch_size
         self.device = torch.device(device)
-        self.dtype = dtype
         H, D, KV = config.num_attention_heads, config.head_dim, config.num_key_value_heads
         self.states = {
             i: torch.zeros(batch_size, H, D, D, dtype=torch.float32, device=self.device)  # [B, H, D, D]
