@@ -238,7 +238,19 @@ class _SweepState:
         self.done = {sample_key(r) for r in records}
         self.new_records = 0
         self.generate_s = 0.0
-        self.oom_from: int | None = None
+        # A resumed run keeps its OOM frontier: after a restart, neither the rest of a cell that ran out of memory
+        # nor any longer length is tried again, exactly as in an uninterrupted run.
+        self.oom_cells = {(r["task"], r["length"]) for r in records if r.get("status") == "oom"}
+        self.oom_from: int | None = min((length for _, length in self.oom_cells), default=None)
+
+    def out_of_memory(self, name: str, length: int) -> None:
+        """Remember that `name` at `length` ran out of memory at batch size 1."""
+        self.oom_cells.add((name, length))
+        self.oom_from = length if self.oom_from is None else min(self.oom_from, length)
+
+    def skips_for_memory(self, name: str, length: int) -> bool:
+        """True when this cell is known not to fit: it ran out of memory before, or a shorter length did."""
+        return (name, length) in self.oom_cells or (self.oom_from is not None and length > self.oom_from)
 
     def add(self, record: dict[str, Any]) -> None:
         """Append durably, then count it."""
@@ -287,9 +299,9 @@ def _run_cell(backend: Any, sweep: Sweep, name: str, samples: list[Any], build_s
                 continue
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             state.progress.note(f"out of memory at {format_size(length)} ({name} #{batch[0].index}): {reason}")
-            state.oom_from = length if state.oom_from is None else min(state.oom_from, length)
+            state.out_of_memory(name, length)
             for i, sample in enumerate(queue):
-                why = reason if i == 0 else f"not run: out of memory at {format_size(length)} with batch size 1"
+                why = reason if i == 0 else f"not run: out of memory at {format_size(length)}"
                 state.add(
                     _record(name, sample, status="oom", prompt_tokens=tokens[sample.index], build_s=build_s, error=why)
                 )
@@ -357,7 +369,7 @@ def run_sweep(backend: Any, sweep: Sweep, store: RunStore, progress: Progress | 
         progress.cell(name, length, sweep.samples, sweep.samples - len(pending))
         if not pending:
             continue
-        if state.oom_from is not None and length > state.oom_from:
+        if state.skips_for_memory(name, length):
             why = f"not run: out of memory at {format_size(state.oom_from)}"
             for index in pending:
                 state.add(_unrun(name, length, index, "oom", why))

@@ -270,3 +270,18 @@ def test_different_parameters_on_the_same_directory_are_refused(tmp_path):
     assert RunStore(tmp_path / "run").open(
         run_metadata("eval", ["mmx"], "test", moved.describe(), sweep.params(moved.describe()))
     )
+
+
+def test_a_resumed_run_keeps_its_out_of_memory_frontier(tmp_path):
+    sweep = _sweep([LengthTaggedTask("a")], lengths=(1000, 2000, 4000), batch_size=1)
+    tight = ScriptedBackend(budget=1000)
+    full = run_sweep(tight, sweep, _open(tmp_path / "full", sweep, tight))
+    store = _open(tmp_path / "cut", sweep, tight)
+    run_sweep(tight, sweep, store)
+    path = store.dir / SAMPLES_FILE
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:5]))  # killed after the first OOM record
+    roomy = ScriptedBackend()  # resumed where memory would suffice: the run still matches its uninterrupted self
+    resumed = run_sweep(roomy, sweep, RunStore(store.dir))
+    assert all(length < 4000 for _, length in roomy.calls)
+    outcome = lambda records: sorted((sample_key(r), r["status"], r["score"]) for r in records)  # noqa: E731
+    assert outcome(resumed.records) == outcome(full.records)
