@@ -6,7 +6,7 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -16,10 +16,14 @@ from mmx.errors import MmxError
 from mmx.groups import bench_app
 from mmx.sizes import format_size, parse_size, parse_sizes, sweep
 
+if TYPE_CHECKING:  # heavy (torch) imports stay inside the command, so `mmx --help` is quick
+    from mmx.throughput import Plan
+    from mmx.throughput_peaks import DevicePeaks
+    from mmx.throughput_subjects import Placement, Subject
+
 DEFAULT_MODEL = "mmx-mini"
 DEFAULT_MAX_LEN = {"cuda": "1m", "cpu": "16k"}  # a CPU sweep to 1M tokens would take hours
 PEAK_SOURCES = ("datasheet", "measure")
-DTYPES = ("auto", "bf16", "fp16", "fp32")
 
 
 def _warn(message: str) -> None:
@@ -86,8 +90,8 @@ def default_out(spec: str) -> Path:
 
 
 def plan_subjects(
-    spec: str, place: Any, *, layers: int | None, archs: list[str], compare_transformers: bool
-) -> list[Any]:
+    spec: str, place: Placement, *, layers: int | None, archs: list[str], compare_transformers: bool
+) -> list[Subject]:
     """Subjects for a spec: random presets can be reshaped and compared; checkpoints and hf: models run as loaded."""
     from mmx.throughput_subjects import backend_subject, random_subjects
 
@@ -176,9 +180,7 @@ def throughput(
     """Prefill tokens/s and time to first token against context length, decode tokens/s at batch sizes, peak memory."""
     from mmx.cli_eval import check_out_dir
     from mmx.model.native_backend import resolve_device, resolve_dtype
-    from mmx.results.store import RunStore
-    from mmx.runner import run_metadata
-    from mmx.throughput import Plan, ThroughputBench
+    from mmx.throughput import Plan
     from mmx.throughput_peaks import detect_peaks
     from mmx.throughput_subjects import Placement
 
@@ -190,8 +192,6 @@ def throughput(
         raise MmxError(f"bad --budget {budget:g}", "give a positive number of seconds")
     if peaks not in PEAK_SOURCES:
         raise MmxError(f"unknown --peaks {peaks!r}", f"use {' or '.join(PEAK_SOURCES)}")
-    if dtype not in DTYPES:
-        raise MmxError(f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
     archs = parse_archs(arch)
     decode_batches = parse_batch_sizes(batch_sizes)
     place_device = resolve_device(device)
@@ -230,7 +230,28 @@ def throughput(
         "chunk_size": chunk_size,
         "dtype": place.dtype_name,
         "device_name": ceilings.device,
+        "peaks": peaks,
     }
+    run_bench(out, command, params, subjects, plan, place, ceilings, json_output=json_output, quiet=quiet)
+
+
+def run_bench(
+    out: Path,
+    command: list[str],
+    params: dict[str, Any],
+    subjects: list[Subject],
+    plan: Plan,
+    place: Placement,
+    ceilings: DevicePeaks,
+    *,
+    json_output: bool,
+    quiet: bool,
+) -> None:
+    """Open (or resume) the run directory, measure every subject, print the table or JSON."""
+    from mmx.results.store import RunStore
+    from mmx.runner import run_metadata
+    from mmx.throughput import ThroughputBench
+
     described = {**subjects[0].info, "name": subjects[0].family}
     meta = run_metadata("bench", command, "throughput", described, params)
     meta |= {"subjects": [s.info for s in subjects], "peaks": ceilings.to_dict()}
@@ -248,6 +269,11 @@ def throughput(
     if json_output:
         print(json.dumps({"run_dir": str(out), "peaks": ceilings.to_dict(), "records": records}, indent=2))
         return
-    source = f"{ceilings.matmul_tflops} TFLOP/s, {ceilings.bandwidth_tbs} TB/s ({ceilings.source})"
-    table = summary_table(f"throughput · {model} · {ceilings.device} · peaks {source}", records)
-    Console().print(table)
+    title = f"throughput · {described['name']} · {ceilings.device} · {_peaks_text(ceilings)}"
+    Console().print(summary_table(title, records))
+
+
+def _peaks_text(ceilings: DevicePeaks) -> str:
+    if ceilings.matmul_tflops is None:
+        return f"peaks {ceilings.source}"
+    return f"peaks {ceilings.matmul_tflops:.0f} TFLOP/s, {ceilings.bandwidth_tbs:.2f} TB/s ({ceilings.source})"

@@ -28,7 +28,7 @@ from mmx.throughput_subjects import Runner, Subject, dtype_name
 
 OK, OOM, ERROR = "ok", "oom", "error"
 LONG_RUN_S = 2.0  # a prefill slower than this is timed once: its run-to-run spread is far below a percent
-WARMUP_TOKENS = 8192  # warm-up prompt: two default prefill chunks, so both chunk kernels (with and without state) run
+WARMUP_TOKENS = 8192  # warm-up prompt of a model that prefills in one forward (the first length, if shorter)
 DECODE_WARMUP_STEPS = 2  # untimed steps after copying a cache into B rows (kernels specialise on the batch size)
 Log = Callable[[str], None]
 
@@ -135,7 +135,7 @@ class ThroughputBench:
             if runner is None:
                 continue
             try:
-                self._warm_up(subject, runner, min(lengths[0], WARMUP_TOKENS))
+                self._warm_up(subject, runner, _warmup_tokens(runner, lengths))
                 for length in lengths:
                     if self._todo(subject, length) and not self._over_budget(f"{subject.label} {format_size(length)}"):
                         self._measure_length(subject, runner, length)
@@ -326,6 +326,14 @@ class ThroughputBench:
             f"decode  {subject.label} {format_size(length)} ×{batch}: {batch / step:,.0f} tok/s, "
             f"{step * 1e3:.2f} ms/step, peak {_gb(peak)}{util}"
         )
+
+
+def _warmup_tokens(runner: Runner, lengths: Sequence[int]) -> int:
+    """Two chunks for a chunked prefill, so the first chunk's kernels and those that carry a state in both compile
+    (no more than the longest length needs); otherwise a short prompt."""
+    if runner.chunk_size:
+        return min(2 * runner.chunk_size, max(lengths))
+    return min(lengths[0], WARMUP_TOKENS)
 
 
 def _steps(runner: Runner, tokens: torch.Tensor, cache: Any, steps: int) -> torch.Tensor:

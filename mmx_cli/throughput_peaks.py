@@ -8,6 +8,7 @@ reaches; unknown devices are always measured.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
@@ -59,7 +60,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_seconds(fn: Any, device: torch.device, warmup: int, repeats: int) -> float:
+def _median_seconds(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> float:
     for _ in range(warmup):
         fn()
     times = []
@@ -72,20 +73,26 @@ def _median_seconds(fn: Any, device: torch.device, warmup: int, repeats: int) ->
     return sorted(times)[len(times) // 2]
 
 
+def _matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, generator: torch.Generator) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=generator)  # random: zeros run faster than data
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
+    return 2.0 * n**3 / _median_seconds(partial(torch.matmul, a, b), device, warmup=3, repeats=10) / 1e12
+
+
+def _copy_tbs(device: torch.device, megabytes: int, generator: torch.Generator) -> float:
+    src = torch.empty(megabytes * 10**6 // 4, device=device, dtype=torch.float32).uniform_(generator=generator)
+    dst = torch.empty_like(src)
+    seconds = _median_seconds(partial(dst.copy_, src), device, warmup=3, repeats=10)
+    return 2.0 * src.numel() * 4 / seconds / 1e12  # bytes read plus bytes written
+
+
 def measure_peaks(
     device: torch.device, dtype: torch.dtype, matmul_size: int = 8192, copy_mb: int = 2048
 ) -> DevicePeaks:
     """Time an n×n×n product of random `dtype` matrices and a copy of `copy_mb` MB (median of 10 after 3 warm-ups)."""
     generator = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(matmul_size, matmul_size, device=device, dtype=dtype, generator=generator)
-    b = torch.randn(matmul_size, matmul_size, device=device, dtype=dtype, generator=generator)
-    matmul_s = _median_seconds(partial(torch.matmul, a, b), device, warmup=3, repeats=10)
-    a = b = None
-    src = torch.empty(copy_mb * 10**6 // 4, device=device, dtype=torch.float32).uniform_(generator=generator)
-    dst = torch.empty_like(src)
-    copy_s = _median_seconds(partial(dst.copy_, src), device, warmup=3, repeats=10)
-    tflops = 2.0 * matmul_size**3 / matmul_s / 1e12
-    tbs = 2.0 * src.numel() * 4 / copy_s / 1e12
+    tflops = _matmul_tflops(device, dtype, matmul_size, generator)
+    tbs = _copy_tbs(device, copy_mb, generator)
     return DevicePeaks(device_name(device), tflops, tbs, f"measured ({str(dtype).removeprefix('torch.')})")
 
 

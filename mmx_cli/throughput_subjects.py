@@ -32,6 +32,7 @@ class Runner(Protocol):
     """A loaded model the harness times. Caches are opaque to the harness."""
 
     details: dict[str, Any]  # how it runs (kernel paths, chunking), copied into every record
+    chunk_size: int | None  # prefill chunk, or None for one forward over the whole prompt
 
     def prefill(self, input_ids: torch.Tensor) -> Any:
         """Feed input_ids [1, T] and return the cache after them (logits for the last position are computed)."""
@@ -52,7 +53,6 @@ class Subject:
 
     label: str  # the series name in records and reports, e.g. "mmx hybrid", "transformers hybrid"
     family: str  # the model without implementation or layout, e.g. "minimax-text-01 ×4 layers": names the run
-    impl: str  # "mmx" or "transformers"
     arch: str | None  # hybrid / softmax / lightning for MiniMax models
     config: MiniMaxConfig | None  # what FLOPs and bytes are counted from (None: not a MiniMax model)
     vocab_size: int
@@ -221,6 +221,7 @@ class TransformersRunner:
 
     def __init__(self, model: Any) -> None:
         self.model = model
+        self.chunk_size = None
         self.keep_last = "logits_to_keep" in inspect.signature(model.forward).parameters
         config = model.config
         self.details = {
@@ -268,6 +269,7 @@ class Placement:
     chunk_size: int | None  # prefill chunk of our model; None sizes it per config (`auto_chunk`)
 
     def chunk_for(self, config: MiniMaxConfig) -> int:
+        """The prefill chunk our model of `config` runs with here."""
         return self.chunk_size or auto_chunk(config, torch.finfo(self.dtype).bits // 8)
 
     @property
@@ -343,7 +345,6 @@ def random_subjects(
                 Subject(
                     label=f"{impl} {arch}",
                     family=family,
-                    impl=impl,
                     arch=arch,
                     config=config,
                     vocab_size=config.vocab_size,
@@ -370,13 +371,12 @@ def backend_subject(spec: str, place: Placement) -> Subject:
     if isinstance(config, MiniMaxConfig):
         chunk = place.chunk_for(config)
         runner: Runner = NativeRunner(model, chunk)
-        impl, info = "mmx", {**info, "chunk_size": chunk}
+        info = {**info, "chunk_size": chunk}
     else:
-        runner, impl, config = TransformersRunner(model), "transformers", None
+        runner, config = TransformersRunner(model), None
     return Subject(
         label=str(info.get("name") or spec),
         family=str(info.get("name") or spec),
-        impl=impl,
         arch=None,
         config=config,
         vocab_size=int(model.config.vocab_size),

@@ -61,6 +61,21 @@ def test_a_rerun_of_a_finished_run_measures_nothing(tiny_run, mmx, bench_records
     assert len(json.loads(out)["records"]) == len(before) == len(bench_records(tiny_run))
 
 
+def test_a_saved_checkpoint_runs_as_loaded(mmx, tmp_path, bench_records):
+    from mmx.model import MiniMaxConfig, MiniMaxForCausalLM
+
+    MiniMaxForCausalLM(MiniMaxConfig.from_name("tiny")).save_pretrained(tmp_path / "ckpt")
+    args = ("--lengths", "32", "--batch-sizes", "2", "--decode-steps", "1", "--repeats", "1", "--chunk-size", "16")
+    code, _, err = mmx("bench", "throughput", "--model", f"mmx:{tmp_path / 'ckpt'}", *args, "--out", tmp_path / "run")
+    assert code == 0, err
+    records = bench_records(tmp_path / "run")
+    assert [(r["bench"], r["impl"], r["status"], r["chunk_size"]) for r in records] == [
+        ("prefill", "ckpt", "ok", 16),  # two chunks of 16
+        ("decode", "ckpt", "ok", 16),
+    ]
+    assert RunStore(tmp_path / "run").meta["model"]["random_weights"] is False
+
+
 def test_different_parameters_on_the_run_directory_are_refused(tiny_run, mmx):
     code, _, err = mmx("bench", "throughput", *TINY, "--arch", "hybrid", "--out", tiny_run)
     assert code == 2 and "different parameters" in err and err.count("\n") == 1

@@ -23,6 +23,7 @@ class ScriptedRunner:
     def __init__(self, oom_from: int | None = None, oom_batch: int | None = None, broken_batch: int | None = None):
         self.oom_from, self.oom_batch, self.broken_batch = oom_from, oom_batch, broken_batch
         self.details = {"runner": "scripted"}
+        self.chunk_size = None
         self.prefills: list[int] = []
         self.steps = 0
 
@@ -50,7 +51,6 @@ def subject(runner: ScriptedRunner, label: str = "scripted", max_context: int | 
     return Subject(
         label=label,
         family="scripted",
-        impl="mmx",
         arch=None,
         config=None,
         vocab_size=100,
@@ -138,3 +138,12 @@ def test_a_spent_budget_starts_nothing_new(tmp_path):
     harness.run([Subject(**{**vars(subject(ScriptedRunner())), "build": lambda: built.append(1)})])
     assert store.bench() == [] and built == [] and harness.skipped == ["scripted (all lengths)"]
     assert any("budget" in w for w in warnings)
+
+
+@pytest.mark.parametrize(("chunk", "lengths", "warmup"), [(8, [4, 32], 16), (8, [4, 12], 12), (None, [24, 64], 24)])
+def test_the_warm_up_runs_two_chunks_of_a_chunked_prefill(tmp_path, chunk, lengths, warmup):
+    runner = ScriptedRunner()
+    runner.chunk_size = chunk
+    harness, _, _ = bench(tmp_path, Plan(lengths=lengths, batch_sizes=[], repeats=1))
+    harness.run([subject(runner)])
+    assert runner.prefills == [warmup, *lengths]
