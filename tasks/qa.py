@@ -3,15 +3,17 @@
 `qa_1` reads SQuAD v2 dev and `qa_2` HotpotQA dev (multi-hop), from a file given as `data=PATH` or from the local
 Hugging Face cache. Without either, an offline stand-in runs under its own name, `synth_qa_1` / `synth_qa_2`, with
 `substitute_for` in its parameters: documents about invented people and organisations, a one-hop question about one
-person (like SQuAD) or a two-hop one through an organisation's founder (like HotpotQA). Distractor documents never
-contain the answer.
+person (like SQuAD) or a two-hop one through an organisation's founder (like HotpotQA), among distractors from a fixed
+pool of such documents. Distractor documents never contain the answer.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 from mmx.tasks.base import Task, too_short_unless
@@ -27,6 +29,7 @@ REMINDER = "Answer the question using the documents above. Reply with a short ph
 QUESTION = "\n\n{reminder}\n\nQuestion: {question}\n"
 ANSWER_PREFIX = "Answer:"
 MIN_PARTIAL = 8  # tokens: a cut-off last document shorter than this is left out
+POOL_DOCUMENTS = 4096  # synthetic distractors (~2 MB); longer prompts cycle through them, as RULER cycles a QA set
 
 
 def header(i: int) -> str:
@@ -119,15 +122,32 @@ def _org_name(rng: random.Random) -> str:
 
 
 class SyntheticSource:
-    """Invented biographies (and, for two hops, organisations with founders), all from the sample's random stream."""
+    """Invented biographies (and, for two hops, organisations with founders).
 
-    recurring = False
+    Like a real QA set, it has a fixed pool of distractor documents, generated once from a fixed seed, so their token
+    counts are cached per tokenizer and a sample costs one encode of its prompt; each sample invents its own gold
+    person (and organisation) under a name no pool document uses, and skips pool documents containing its answer.
+    """
+
+    recurring = True
 
     def __init__(self, hops: int) -> None:
         self.hops = hops
 
     def describe(self) -> dict[str, Any]:
-        return {"source": "synthetic", "hops": self.hops, "facts": list(QUESTIONS)}
+        return {"source": "synthetic", "hops": self.hops, "facts": list(QUESTIONS), "pool_documents": POOL_DOCUMENTS}
+
+    @cached_property
+    def _pool(self) -> tuple[list[str], list[str], set[str], set[str]]:
+        """Distractor documents, their case-folded text, and the person and organisation names they use."""
+        rng = random.Random(f"synthetic-qa-pool-{self.hops}")
+        names, orgs = Distinct(_person_name), Distinct(_org_name)
+        docs = []
+        for _ in range(POOL_DOCUMENTS):
+            person = self._person(rng, names)
+            org = self.hops == 2 and rng.random() < 0.5
+            docs.append(self._org(rng, orgs(rng), person) if org else self._bio(rng, person))
+        return docs, [d.casefold() for d in docs], names.seen, orgs.seen
 
     def _person(self, rng: random.Random, names: Distinct) -> Person:
         return Person(
@@ -157,7 +177,8 @@ class SyntheticSource:
                          filler(rng)])  # fmt: skip
 
     def question(self, rng: random.Random, budget: Budget) -> tuple[QaItem, Iterator[str]]:
-        names, orgs = Distinct(_person_name), Distinct(_org_name)
+        _, _, pool_names, pool_orgs = self._pool
+        names, orgs = Distinct(_person_name, pool_names), Distinct(_org_name, pool_orgs)
         person = self._person(rng, names)
         if self.hops == 1:
             fact = rng.choice(list(QUESTIONS))
@@ -168,17 +189,17 @@ class SyntheticSource:
             answer = person.hometown
             gold = (self._org(rng, org, person), self._bio(rng, person))
             item = QaItem(TWO_HOP_QUESTION.format(org=org), (answer,), gold)
-        return item, self._distractors(rng, names, orgs, answer)
+        return item, self._distractors(rng.randrange(POOL_DOCUMENTS), answer)
 
-    def _distractors(self, rng: random.Random, names: Distinct, orgs: Distinct, answer: str) -> Iterator[str]:
-        """Other people (and organisations), redrawn until the text does not contain the answer."""
+    def _distractors(self, start: int, answer: str) -> Iterator[str]:
+        """Pool documents from `start` on, cycling, leaving out those that contain the answer."""
+        docs, folded, _, _ = self._pool
         needle = answer.casefold()
-        while True:
-            person = self._person(rng, names)
-            org = self.hops == 2 and rng.random() < 0.5
-            doc = self._org(rng, orgs(rng), person) if org else self._bio(rng, person)
-            if needle not in doc.casefold():
-                yield doc
+        usable = [i for i in range(start, start + len(docs)) if needle not in folded[i % len(docs)]]
+        if not usable:
+            raise RuntimeError(f"every pool document contains {answer!r}")
+        for i in itertools.cycle(usable):
+            yield docs[i % len(docs)]
 
 
 class QaTask(Task):
@@ -210,7 +231,7 @@ class QaTask(Task):
         too_short_unless(budget.aim, fixed + spent)
         room = budget.aim - fixed
 
-        count_body = counter if self.source.recurring else counter.once
+        count_body = counter if self.source.recurring else counter.once  # pool documents come back: cache them
         docs: list[str] = []
         for doc in distractors:
             body = "\n" + doc
