@@ -145,7 +145,7 @@ def _command(args: list[tuple[str, Any]]) -> list[str]:
     return argv
 
 
-_OUT = typer.Option(None, "--out", help="Run directory; rerun with the same --out to resume [default: runs/…].")
+_OUT = typer.Option(None, "--out", help="Run directory; rerun with the same --out to resume (default: runs/bench-…).")
 
 
 @bench_app.command()
@@ -154,7 +154,7 @@ def throughput(
         DEFAULT_MODEL, "--model", help="Model spec: mmx-mini, mmx:PATH, random:PRESET[:SEED], hf:…"
     ),
     max_len: str | None = typer.Option(
-        None, "--max-len", help="Sweep powers of two from 4k up to this size [default: 1m on CUDA, 16k on CPU]."
+        None, "--max-len", help="Sweep powers of two from 4k up to this size (default: 1m on CUDA, 16k on CPU)."
     ),
     lengths: str | None = typer.Option(None, "--lengths", help="Exact context lengths instead, e.g. 16k,256k,1m."),
     batch_sizes: str = typer.Option("1,8,64", "--batch-sizes", help="Decode batch sizes, a comma list."),
