@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mmx.kernels import lightning_attn, lightning_decode
 
@@ -162,6 +163,9 @@ class SoftmaxAttention(nn.Module):
         return self.o_proj(o.reshape(B, T, self.num_heads * self.head_dim))
 
 
+_DECODE_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
 def _sdpa(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool
 ) -> torch.Tensor:
@@ -172,7 +176,8 @@ def _sdpa(
     KV = k.shape[2]
     if T == 1 and not is_causal:  # decode: each KV head's query group becomes its query rows, so K/V never repeat
         q_groups = q.view(B, KV, H // KV, D)  # heads h = j·G … j·G + G − 1 share KV head j
-        o = F.scaled_dot_product_attention(q_groups, k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
+        with sdpa_kernel(_DECODE_BACKENDS):  # cuDNN would rebuild its plan every step as the key length grows
+            o = F.scaled_dot_product_attention(q_groups, k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
         return o.reshape(B, 1, H, D)  # [B, KV, G, D] -> [B, 1, H, D]
     o = F.scaled_dot_product_attention(
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, is_causal=is_causal, enable_gqa=True
