@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 # One sample per generate call, so a kill lands between appended records with work still left.
-ARGS = ("--model", "random:tiny", "--tasks", "vt", "--lengths", "1k", "--samples", "4", "--batch-size", "1", "--json")
+N = 6
+ARGS = ("--model", "random:tiny", "--tasks", "vt", "--lengths", "1k", "--samples", str(N), "--batch-size", "1")
 
 
 def _command(out: Path) -> list[str]:
-    return [sys.executable, "-m", "mmx", "eval", "ruler", *ARGS, "--out", str(out)]
+    return [sys.executable, "-m", "mmx", "eval", "ruler", *ARGS, "--json", "--out", str(out)]
 
 
 def _env() -> dict[str, str]:
@@ -36,9 +37,9 @@ def clean(tmp_path_factory) -> tuple[Path, dict]:
 
 def test_a_subprocess_run_prints_json_and_writes_the_run(clean, read_records):
     out, report = clean
-    assert report["new_samples"] == 4 and [c["task"] for c in report["cells"]] == ["vt"]
-    assert len(read_records(out)) == 4
-    assert (out / "summary.csv").read_text().startswith("task,length,n,score\nvt,1024,4,")
+    assert report["new_samples"] == N and [c["task"] for c in report["cells"]] == ["vt"]
+    assert len(read_records(out)) == N
+    assert (out / "summary.csv").read_text().startswith(f"task,length,n,score\nvt,1024,{N},")
 
 
 def _wait_for_lines(path: Path, count: int, proc: subprocess.Popen, timeout: float = 240) -> None:
@@ -62,7 +63,7 @@ def test_a_killed_run_resumes_to_the_clean_result(clean, tmp_path, read_records,
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     written = len(read_records(out))
-    assert 1 <= written < 4
+    assert 1 <= written < N
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and f"interrupted: rerun the same command with --out {out} to resume" in err
     else:
@@ -71,9 +72,9 @@ def test_a_killed_run_resumes_to_the_clean_result(clean, tmp_path, read_records,
     again = subprocess.run(_command(out), capture_output=True, text=True, env=_env(), timeout=300)
     assert again.returncode == 0, again.stderr
     report = json.loads(again.stdout)
-    assert report["resumed"] is True and report["new_samples"] == 4 - written
+    assert report["resumed"] is True and report["new_samples"] == N - written
     records = read_records(out)
-    assert len(records) == 4 and len({(r["task"], r["length"], r["index"]) for r in records}) == 4
+    assert len(records) == N and len({(r["task"], r["length"], r["index"]) for r in records}) == N
     assert outcome(records) == outcome(read_records(clean[0]))
     assert (out / "summary.csv").read_text() == (clean[0] / "summary.csv").read_text()
     assert report["cells"] == clean[1]["cells"]
