@@ -21,7 +21,7 @@ HEAD_DIMS = (16, 32, 64, 128)
 class KernelConfig:
     """Block sizes and launch options; the defaults were tuned on an H100 (see results/reference/kernels-*)."""
 
-    chunk: int = 64  # rows per block inside a segment: the intra-block products are chunk × chunk
+    chunk: int | None = None  # forward rows per block (intra products are chunk × chunk); None: see fwd_chunk
     segment: int | None = None  # rows per segment (a multiple of chunk); None sizes it to fill the device
     programs_per_sm: int = 4  # how many programs per multiprocessor the automatic segment size aims at
     max_segment: int = 16384  # longer segments save little state traffic but lose parallelism
@@ -33,6 +33,10 @@ class KernelConfig:
     bwd_warps: int | None = None
     bwd_stages: int = 2
     decode_block_v: int = 32  # value columns of the state per decode program
+
+    def fwd_chunk(self, head_dim: int) -> int:
+        """Forward block rows: `chunk`, or 128 for head dim 128 (faster on an H200 at 256k-4M tokens) and 64 below."""
+        return self.chunk if self.chunk is not None else (128 if head_dim >= 128 else 64)
 
     @staticmethod
     def warps(chosen: int | None, state_elems: int) -> int:
@@ -128,13 +132,17 @@ def _cached_plan(lengths: tuple[int, ...], segment: int, device: torch.device) -
 
 
 def plan_for(
-    batch: int, seqlen: int, heads: int, seq_lengths: list[int] | None, device: torch.device, config: KernelConfig
+    shape: tuple[int, int, int, int],
+    seq_lengths: list[int] | None,
+    device: torch.device,
+    config: KernelConfig,
 ) -> SegmentPlan:
-    """The plan for one call: `batch` rows of `seqlen`, or packed sequences of `seq_lengths` (batch = 1).
+    """The plan for q of `shape` [B, T, H, D]: B rows of T tokens, or packed sequences of `seq_lengths` (B = 1).
 
     Plans are cached by shape: a model calls the kernels once per layer with the same lengths, and building one
     costs host time that the GPU would otherwise spend idle.
     """
+    batch, seqlen, heads, head_dim = shape
     lengths = tuple(seq_lengths) if seq_lengths is not None else (seqlen,) * batch
-    segment = choose_segment(batch * seqlen, heads, config.chunk, sm_count(device), config)
+    segment = choose_segment(batch * seqlen, heads, config.fwd_chunk(head_dim), sm_count(device), config)
     return _cached_plan(lengths, segment, device)

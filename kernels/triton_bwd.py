@@ -89,16 +89,16 @@ def _dq_kernel(
         b_k = tl.load(p_k, boundary_check=(0,), padding_option="zero")  # [BT, BK]
         b_v = tl.load(p_v, boundary_check=(0,), padding_option="zero")  # [BT, V]
         b_do = tl.load(p_do, boundary_check=(0,), padding_option="zero")  # [BT, V]
+        b_a = tl.dot(b_do, tl.trans(b_v), input_precision=PREC) * b_mask  # [BT, BT]
+        b_dq = tl.dot(b_a.to(b_k.dtype), b_k, input_precision=PREC)  # [BT, BK]
         if STATE_BF16:
-            b_dq = tl.dot((b_do * b_qd[:, None]).to(tl.bfloat16), tl.trans(b_h.to(tl.bfloat16)))  # [BT, BK]
+            b_dq += tl.dot((b_do * b_qd[:, None]).to(tl.bfloat16), tl.trans(b_h.to(tl.bfloat16)))
         else:
-            b_dq = tl.dot(b_do.to(tl.float32) * b_qd[:, None], tl.trans(b_h), input_precision=PREC)  # [BT, BK]
+            b_dq += tl.dot(b_do.to(tl.float32) * b_qd[:, None], tl.trans(b_h), input_precision=PREC)
+        tl.store(p_dq, b_dq.to(dq.dtype.element_ty), boundary_check=(0,))
         m = tl.minimum(BT, n_rows - i_c * BT)
         b_kd = (b_k * _key_decay(s, m, BT)[:, None]).to(b_k.dtype)
         b_h = b_h * tl.exp(-s * m.to(tl.float32)) + tl.dot(tl.trans(b_kd), b_v, input_precision=PREC)
-        b_a = tl.dot(b_do, tl.trans(b_v), input_precision=PREC) * b_mask  # [BT, BT]
-        b_dq = tl.dot(b_a.to(b_k.dtype), b_k, acc=b_dq, input_precision=PREC)
-        tl.store(p_dq, b_dq.to(dq.dtype.element_ty), boundary_check=(0,))
         if STORE_R:
             p_q = tl.make_block_ptr(p_q0, (n_rows, K), (stride_qt, 1), (i_c * BT, i_k * BK), (BT, BK), (1, 0))
             b_q = tl.load(p_q, boundary_check=(0,), padding_option="zero")  # [BT, BK]
@@ -184,20 +184,20 @@ def _dkv_kernel(
         m = tl.minimum(BT, n_rows - i_c * BT)
         b_kd = _key_decay(s, m, BT)[:, None]  # [BT, 1]
 
-        if STATE_BF16:
-            b_dv = tl.dot((b_k * b_kd).to(tl.bfloat16), b_c.to(tl.bfloat16))  # [BT, V]
-        else:
-            b_dv = tl.dot(b_k.to(tl.float32) * b_kd, b_c, input_precision=PREC)  # [BT, V]
         b_a = tl.dot(b_k, tl.trans(b_q), input_precision=PREC) * b_mask_t  # [BT, BT]
-        b_dv = tl.dot(b_a.to(b_do.dtype), b_do, acc=b_dv, input_precision=PREC)
+        b_dv = tl.dot(b_a.to(b_do.dtype), b_do, input_precision=PREC)  # [BT, V]
+        if STATE_BF16:
+            b_dv += tl.dot((b_k * b_kd).to(tl.bfloat16), b_c.to(tl.bfloat16))
+        else:
+            b_dv += tl.dot(b_k.to(tl.float32) * b_kd, b_c, input_precision=PREC)
         tl.store(p_dv, b_dv.to(dv.dtype.element_ty), boundary_check=(0,))
 
-        if STATE_BF16:
-            b_dk = tl.dot((b_v * b_kd).to(tl.bfloat16), tl.trans(b_c.to(tl.bfloat16)))  # [BT, K]
-        else:
-            b_dk = tl.dot(b_v.to(tl.float32) * b_kd, tl.trans(b_c), input_precision=PREC)  # [BT, K]
         b_b = tl.dot(b_v, tl.trans(b_do), input_precision=PREC) * b_mask_t  # [BT, BT]
-        b_dk = tl.dot(b_b.to(b_q.dtype), b_q, acc=b_dk, input_precision=PREC)
+        b_dk = tl.dot(b_b.to(b_q.dtype), b_q, input_precision=PREC)  # [BT, K]
+        if STATE_BF16:
+            b_dk += tl.dot((b_v * b_kd).to(tl.bfloat16), tl.trans(b_c.to(tl.bfloat16)))
+        else:
+            b_dk += tl.dot(b_v.to(tl.float32) * b_kd, tl.trans(b_c), input_precision=PREC)
         tl.store(p_dk, b_dk.to(dk.dtype.element_ty), boundary_check=(0,))
 
         b_qs = (b_q * b_qd[:, None]).to(b_q.dtype)

@@ -179,7 +179,7 @@ def local_states(
     kernel = _local_state_kernel[(plan.local_segs.numel(), H, n_v)](
         k, v, slope, local, plan.local_segs, plan.seg_bos, plan.seg_len,
         *rows_view(k), *rows_view(v),
-        H=H, K=K, V=V, BT=config.chunk, BV=V // n_v, PREC=dot_precision(k.dtype),
+        H=H, K=K, V=V, BT=config.fwd_chunk(K), BV=V // n_v, PREC=dot_precision(k.dtype),
         num_warps=config.warps(config.fwd_warps, K * V // n_v), num_stages=config.fwd_stages,
     )  # fmt: skip
     return local, kernel
@@ -209,7 +209,7 @@ def outputs(
         q, k, v, o, slope, h_start if h_start is not None else o, final if final is not None else o,
         plan.seg_bos, plan.seg_len, plan.seg_seq, plan.seq_ptr,
         *rows_view(q), *rows_view(k), *rows_view(v), *rows_view(o),
-        H=H, K=K, V=V, BT=config.chunk, BV=V // n_v, START=start_mode, STORE_FINAL=final is not None,
+        H=H, K=K, V=V, BT=config.fwd_chunk(K), BV=V // n_v, START=start_mode, STORE_FINAL=final is not None,
         STATE_BF16=q.dtype == torch.bfloat16, PREC=dot_precision(q.dtype),
         num_warps=config.warps(config.fwd_warps, K * V // n_v), num_stages=config.fwd_stages,
     )  # fmt: skip
