@@ -24,6 +24,7 @@ def _root() -> None:
 
 def _register_commands() -> None:
     """Import each command module; importing one adds its commands or sub-apps to `app`."""
+    import mmx.cli_bench_kernels
     import mmx.cli_bench_throughput
     import mmx.cli_eval
     import mmx.cli_info
