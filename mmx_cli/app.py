@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer vendors click
 
 from mmx.errors import MmxError
 
@@ -38,13 +39,27 @@ def _register_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry: run the app; a user-facing error becomes one line on stderr and exit code 2."""
+    """Console-script entry: user-facing errors, usage errors included, become one line on stderr and exit code 2."""
     _register_commands()
     try:
-        app(args=argv, prog_name="mmx")
+        code = app(args=argv, prog_name="mmx", standalone_mode=False)
     except MmxError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except NoArgsIsHelpError as err:
+        err.show()  # a bare `mmx` or command group: the help page, as a user expects
+        sys.exit(0)
+    except UsageError as err:
+        where = err.ctx.command_path if err.ctx is not None else "mmx"
+        print(f"error: {err.format_message()} — see `{where} --help`", file=sys.stderr)
+        sys.exit(2)
+    except ClickException as err:
+        print(f"error: {err.format_message()}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
