@@ -285,15 +285,18 @@ def build_request(suite: str, tasks: dict[str, Any], suite_flags: list[tuple[str
     )
 
 
-def _resolve_tasks(text: str) -> dict[str, Any]:
-    """`all` (RULER's 13) or a comma list of task names -> {name: Task}; an unknown name is one error."""
+def _resolve_tasks(text: str, answer_prefix: bool) -> dict[str, Any]:
+    """`all` (RULER's 13) or a comma list of task names -> {name: Task}; an unknown name is one error.
+
+    Without an answer prefix the tasks fill its tokens with context, so prompts still land on the target length.
+    """
     from mmx.tasks import SUITES, get_task
 
     every = text.strip().lower() == "all"
     names = SUITES["ruler"] if every else [t.strip() for t in text.split(",") if t.strip()]
     if not names:
         raise MmxError("no tasks given", "use --tasks all or a comma list, e.g. --tasks niah_single_1,vt")
-    tasks = [get_task(name) for name in dict.fromkeys(names)]  # get_task refuses unknown names
+    tasks = [get_task(name, answer_prefix=answer_prefix) for name in dict.fromkeys(names)]  # refuses unknown names
     return {task.name: task for task in tasks}  # a substitute (qa_1 -> synth_qa_1) runs and records under its own name
 
 
@@ -349,7 +352,7 @@ def ruler(
 ) -> None:
     """The 13 RULER tasks (or a subset) at each length; prints a task × length score table."""
     given = dict(locals())
-    chosen = _resolve_tasks(given.pop("tasks"))
+    chosen = _resolve_tasks(given.pop("tasks"), answer_prefix=not no_answer_prefix)
     json_output, quiet = given.pop("json_output"), given.pop("quiet")
     request = build_request("ruler", chosen, [("--tasks", ",".join(chosen))], **given)
     run_eval(request, json_output=json_output, quiet=quiet)
@@ -383,7 +386,9 @@ def niah(
     from mmx.tasks import get_task
 
     given = dict(locals())
-    task = get_task("niah", depths=given.pop("depths"), spacing=given.pop("spacing"))  # checks both
+    task = get_task(  # checks both grid options
+        "niah", depths=given.pop("depths"), spacing=given.pop("spacing"), answer_prefix=not no_answer_prefix
+    )
     json_output, quiet = given.pop("json_output"), given.pop("quiet")
     given["samples"] = samples if samples is not None else depths
     request = build_request("niah", {task.name: task}, [("--depths", depths), ("--spacing", spacing)], **given)

@@ -135,18 +135,26 @@ def test_every_sample_is_scored_once_and_summarised(tmp_path):
         assert int(n) == len(scores) and float(score) == pytest.approx(100 * sum(scores) / len(scores), abs=0.01)
 
 
-def test_prompt_tokens_count_the_answer_prefix_unless_it_is_off(tmp_path):
-    backend = ScriptedBackend()
-    task = KeyTask("a")
-    item = task.samples(backend.tokenizer, 1000, 1, 3)[0]
-    with_prefix = _sweep([task], lengths=(1000,), samples=1)
-    without = Sweep("test", {"a": task}, [1000], 1, seed=3, answer_prefix=False, batch_size=1)
-    store_a = _open(tmp_path / "a", with_prefix, backend)
-    store_b = _open(tmp_path / "b", without, backend)
-    run_sweep(backend, with_prefix, store_a)
-    run_sweep(backend, without, store_b)
-    assert _lines(store_a)[0]["prompt_tokens"] == len((item.prompt + item.answer_prefix).encode())
-    assert _lines(store_b)[0]["prompt_tokens"] == len(item.prompt.encode())
+def test_without_an_answer_prefix_prompts_still_fill_the_target_length(tmp_path):
+    from mmx.tasks import get_task
+
+    class Silent(ScriptedBackend):
+        def generate(self, prompts, max_new_tokens, stop=None):
+            return ["" for _ in prompts]
+
+    backend = Silent()
+    length = 2048
+    runs = {}
+    for use_prefix in (True, False):
+        task = get_task("niah_single_1", answer_prefix=use_prefix)
+        sweep = Sweep("test", {task.name: task}, [length], 1, seed=3, answer_prefix=use_prefix, batch_size=1)
+        store = _open(tmp_path / str(use_prefix), sweep, backend)
+        run_sweep(backend, sweep, store)
+        (runs[use_prefix],) = _lines(store)
+    budget = task.samples(backend.tokenizer, length, 1, 3)[0].max_new_tokens
+    for record in runs.values():  # prompt + answer budget within RULER's tolerance of the target, prefix or not
+        assert length - 32 <= record["prompt_tokens"] + budget <= length
+    assert runs[True]["prompt_hash"] != runs[False]["prompt_hash"]
 
 
 def test_rerun_after_a_torn_write_resumes_without_duplicates(tmp_path):
