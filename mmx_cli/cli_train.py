@@ -71,7 +71,8 @@ def train(
     config_set: Annotated[list[str] | None, typer.Option("--set", help="Override a config field, FIELD=VALUE.")] = None,
     batch_tokens: str = typer.Option("128k", help="Tokens per optimizer step."),
     micro_tokens: str | None = typer.Option(None, help="Tokens per forward pass (default: the whole batch)."),
-    min_doc_len: str = typer.Option("512", help="Shortest task length drawn for a document."),
+    min_doc_len: str = typer.Option("1k", help="Shortest task length drawn for a document."),
+    align: int = typer.Option(256, help="Pad each document to a multiple of this many tokens (bounds shapes)."),
     lr: float = typer.Option(2e-3, help="Peak learning rate."),
     min_lr_ratio: float = typer.Option(0.1, help="Final learning rate as a fraction of the peak."),
     warmup: int = typer.Option(50, help="Warm-up steps."),
@@ -102,6 +103,8 @@ def train(
         raise MmxError("--context-weight and --min-lr-ratio must lie in [0, 1]", "pass a fraction")
     stage_list = parse_stages(stages)
     batch = parse_size(batch_tokens)
+    if align < 1 or any(s.seq_len % align for s in stage_list):
+        raise MmxError(f"row lengths must be multiples of --align {align}", "use sizes like 4k, 16k or --align 1")
     longest = max(s.seq_len for s in stage_list)
     if longest > batch:
         raise MmxError(f"--batch-tokens {batch} is shorter than a row of {longest}", "raise --batch-tokens")
@@ -118,6 +121,7 @@ def train(
         weight_decay=weight_decay,
         grad_clip=grad_clip,
         context_weight=context_weight,
+        align=align,
         seed=seed,
         config_overrides=_parse_overrides(config_set or []),
     )

@@ -4,6 +4,10 @@ A document is never split, so the answer at its end always sees its whole prompt
 short look-ahead window of the document stream; what a row cannot use is a padding segment that carries no loss. The
 packer's state (next document index, documents waiting in the window) is small and saved in every checkpoint, so a
 resumed run builds exactly the rows it would have built.
+
+Each document's segment is padded (after its EOS, no loss) to a multiple of `align` tokens. Attention kernels that
+build a plan per sequence length (cuDNN's SDPA on Hopper does) then meet a few dozen lengths instead of a new one for
+nearly every document; the padding cannot change the document's own outputs, since everything runs forward in time.
 """
 
 from __future__ import annotations
@@ -67,8 +71,15 @@ def document_targets(doc: Document, context_weight: float) -> tuple[list[int], l
     return labels, weights, answer
 
 
-def pack_rows(rows: list[list[Document]], seq_len: int, pad_id: int, context_weight: float) -> PackedBatch:
-    """Lay out rows of documents (each row's total ≤ seq_len) into one packed batch, padding each row's tail."""
+def aligned(n: int, align: int) -> int:
+    """`n` rounded up to a multiple of `align`."""
+    return -(-n // align) * align
+
+
+def pack_rows(
+    rows: list[list[Document]], seq_len: int, pad_id: int, context_weight: float, align: int = 1
+) -> PackedBatch:
+    """Lay out rows of documents (aligned total ≤ seq_len) into one packed batch, padding each row's tail."""
     ids: list[int] = []
     labels: list[int] = []
     weights: list[float] = []
@@ -79,11 +90,13 @@ def pack_rows(rows: list[list[Document]], seq_len: int, pad_id: int, context_wei
         used = 0
         for doc in row:
             doc_labels, doc_weights, doc_answer = document_targets(doc, context_weight)
-            ids += doc.tokens
-            labels += doc_labels
-            weights += doc_weights
-            answer += doc_answer
-            used += len(doc)
+            fill = aligned(len(doc), align) - len(doc)
+            padding += fill
+            ids += doc.tokens + [pad_id] * fill
+            labels += doc_labels + [IGNORE] * fill
+            weights += doc_weights + [0.0] * fill
+            answer += doc_answer + [False] * fill
+            used += len(doc) + fill
             bounds.append(len(ids))
             n_docs += 1
         if used > seq_len:
@@ -117,10 +130,12 @@ class Packer:
         lookahead: int = 8,
         next_index: int = 0,
         waiting: list[int] | None = None,
+        align: int = 1,
     ) -> None:
         self.fetch = fetch
         self.seq_len = seq_len
         self.lookahead = lookahead
+        self.align = align
         self.next_index = next_index
         waiting = list(waiting or [])
         self._window: list[tuple[int, Document]] = list(zip(waiting, fetch(waiting), strict=True)) if waiting else []
@@ -135,8 +150,8 @@ class Packer:
             return
         indices = list(range(self.next_index, self.next_index + need))
         for i, doc in zip(indices, self.fetch(indices), strict=True):
-            if len(doc) > self.seq_len:
-                raise ValueError(f"document {i} has {len(doc)} tokens, more than a row of {self.seq_len}")
+            if aligned(len(doc), self.align) > self.seq_len:
+                raise ValueError(f"document {i} has {len(doc)} tokens, more than a row of {self.seq_len} can hold")
             self._window.append((i, doc))
         self.next_index += need
 
@@ -146,13 +161,13 @@ class Packer:
         row: list[Document] = []
         while True:
             self._refill()
-            pick = next((j for j, (_, doc) in enumerate(self._window) if len(doc) <= space), None)
+            pick = next((j for j, (_, d) in enumerate(self._window) if aligned(len(d), self.align) <= space), None)
             if pick is None:
                 return row
             _, doc = self._window.pop(pick)
             row.append(doc)
-            space -= len(doc)
+            space -= aligned(len(doc), self.align)
 
     def batch(self, rows: int, pad_id: int, context_weight: float) -> PackedBatch:
         """`rows` rows packed into one batch."""
-        return pack_rows([self.row() for _ in range(rows)], self.seq_len, pad_id, context_weight)
+        return pack_rows([self.row() for _ in range(rows)], self.seq_len, pad_id, context_weight, self.align)

@@ -51,6 +51,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     context_weight: float = 0.1  # loss weight of prompt tokens; answer tokens weigh 1
     lookahead: int = 8  # documents the packer may choose from when filling a row
+    align: int = 256  # document segments are padded to a multiple of this (bounds the lengths attention sees)
     seed: int = 0
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -177,7 +178,9 @@ class Trainer:
         self.resumed_from = self.step
 
     def _new_packer(self, seq_len: int, next_index: int, waiting: list[int] | None = None) -> Packer:
-        return Packer(self.stream.fetcher(seq_len), seq_len, self.config.lookahead, next_index, waiting)
+        return Packer(
+            self.stream.fetcher(seq_len), seq_len, self.config.lookahead, next_index, waiting, self.config.align
+        )
 
     def _trainer_state(self) -> dict[str, Any]:
         assert self.packer is not None

@@ -37,6 +37,16 @@ def test_rows_are_laid_out_with_boundaries_labels_and_padding() -> None:
     assert sum(weights[16:]) == 0
 
 
+def test_documents_are_padded_to_the_alignment_inside_their_own_segment() -> None:
+    a, b = _doc(3, 2, 0), _doc(9, 1, 1)  # 5 and 11 tokens
+    batch = pack_rows([[a, b]], seq_len=24, pad_id=PAD, context_weight=1.0, align=8)
+    assert batch.cu_seqlens.tolist() == [0, 8, 24]  # 5 -> 8, 11 -> 16: the row is full, no tail segment
+    assert batch.input_ids[0, 5:8].tolist() == [PAD] * 3 and batch.labels[0, 4:8].tolist() == [IGNORE] * 4
+    assert batch.weights[0, 4:8].sum() == 0 and batch.padding == 8
+    packer = Packer(_fetcher([3, 9, 3]), seq_len=16, lookahead=3, align=8)
+    assert [len(d) for d in packer.row()] == [5, 5]  # 8 + 8; the 11-token document needs a whole row of 16
+
+
 def test_overfull_row_is_refused() -> None:
     with pytest.raises(ValueError, match="more than seq_len"):
         pack_rows([[_doc(10, 1, 0), _doc(10, 1, 1)]], seq_len=16, pad_id=PAD, context_weight=1.0)
@@ -80,7 +90,7 @@ def test_packed_loss_equals_documents_run_separately() -> None:
     torch.manual_seed(0)
     model = MiniMaxForCausalLM(MiniMaxConfig.from_name("tiny")).eval()
     docs = [_doc(n, 4, i) for i, n in enumerate((37, 90, 5, 120, 61))]
-    batch = pack_rows([docs[:2], docs[2:4], docs[4:]], seq_len=140, pad_id=PAD, context_weight=0.3)
+    batch = pack_rows([docs[:2], docs[2:4], docs[4:]], seq_len=160, pad_id=PAD, context_weight=0.3, align=16)
     with torch.no_grad():
         packed = packed_loss(model, batch)
         separate, weight = 0.0, 0.0
