@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,20 @@ def open_run(run_dir: Path, meta: dict[str, Any]) -> bool:
 StepCallback = Callable[[dict[str, Any]], None]
 
 
+@contextmanager
+def _training_kernels(device: torch.device) -> Iterator[None]:
+    """bf16 autocast on GPU, and softmax attention kept off cuDNN, which builds a plan for every new sequence length
+    (a packed batch brings dozens of new document lengths each step); flash attention needs none."""
+    if device.type != "cuda":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    with torch.autocast("cuda", dtype=torch.bfloat16), sdpa_kernel(backends):
+        yield
+
+
 class Trainer:
     """Runs (or resumes) one training run in `run_dir`. `on_step` receives each step's metrics (for progress)."""
 
@@ -241,7 +256,7 @@ class Trainer:
         loss_sum = answer_nll = 0.0
         answer_tokens = answer_correct = 0
         for batch in batches:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            with _training_kernels(self.device):
                 parts = packed_loss(self.model, batch.to(self.device))
             (parts.weighted_nll / total_weight).backward()
             loss_sum += float(parts.weighted_nll.detach())
