@@ -132,7 +132,28 @@ def train(
     if workers < 0:
         raise MmxError("--workers must be 0 or more", "0 generates documents in the training process")
     dev = _device(device)
-    argv = ["mmx", *sys.argv[1:]]
+    argv = ["mmx", "train", "--out", str(out), *(["--init", init] if init else ["--model", model])]
+    options = {
+        "--stages": ",".join(str(s) for s in stage_list),
+        "--data": data,
+        "--batch-tokens": batch_tokens,
+        "--micro-tokens": micro_tokens or batch_tokens,
+        "--min-doc-len": min_doc_len,
+        "--align": align,
+        "--lr": lr,
+        "--min-lr-ratio": min_lr_ratio,
+        "--warmup": warmup,
+        "--weight-decay": weight_decay,
+        "--grad-clip": grad_clip,
+        "--context-weight": context_weight,
+        "--seed": seed,
+        "--workers": workers,
+        "--checkpoint-every": checkpoint_every,
+        "--export-dtype": export_dtype,
+    }
+    argv += [part for pair in options.items() for part in (pair[0], str(pair[1]))]
+    argv += [part for pair in config_set or [] for part in ("--set", pair)]
+    argv += ["--time-limit", str(time_limit)] if time_limit is not None else []
     open_run(out, run_metadata("train", argv, "train", {"preset": model, "init": config.init}, config.to_dict()))
     interactive = sys.stdout.isatty() and not quiet
     printer = _StepPrinter(config.total_steps, log_every) if not interactive and not quiet and log_every > 0 else None
