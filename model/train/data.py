@@ -20,6 +20,8 @@ from mmx.errors import MmxError
 from mmx.model.tokenizer import ByteTokenizer
 
 from .packing import Document
+from .recall import NAME as RECALL
+from .recall import recall_document
 
 GROUP = 16  # documents per unit of work handed to a generator process
 TRAIN_SEED_BASE = 1 << 48
@@ -38,10 +40,11 @@ class DataMix:
 
 
 def parse_mix(text: str, min_len: int) -> DataMix:
-    """`'ruler'`, `'niah_single_1=3,vt=1'` or `'ruler,niah=2'`: task names or suite names, with optional weights."""
+    """`'ruler'`, `'niah_single_1=3,vt=1'` or `'ruler,niah=2,recall'`: task, suite or `recall` (dense associative
+    recall documents, see `recall.py`) names, with optional weights."""
     from mmx.tasks import SUITES, list_tasks
 
-    known = set(list_tasks())
+    known = {*list_tasks(), RECALL}
     weights: dict[str, float] = {}
     for part in (p.strip() for p in text.split(",")):
         if not part:
@@ -91,8 +94,10 @@ def make_document(mix: DataMix, seed: int, index: int, max_len: int) -> Document
     A length too short for the drawn task is doubled (up to `max_len`) until the task fits.
     """
     task_name, length = document_plan(mix, seed, index, max_len)
-    task = _task(task_name, tuple(sorted(mix.task_options.get(task_name, {}).items())))
     tok = ByteTokenizer()
+    if task_name == RECALL:
+        return recall_document(random.Random(f"mmx-recall:{seed}:{index}"), length, tok.bos_id, tok.eos_id)
+    task = _task(task_name, tuple(sorted(mix.task_options.get(task_name, {}).items())))
     while True:
         try:
             sample = task.sample(tok, length, index, TRAIN_SEED_BASE + seed)
