@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from mmx.errors import MmxError
-from mmx.model.tokenizer import ByteTokenizer
+from mmx.model import ByteTokenizer, MiniMaxConfig, MiniMaxForCausalLM
 
 from .checkpoint import find_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
 from .data import DataMix, DocumentStream
@@ -68,10 +68,8 @@ class TrainConfig:
         return raw
 
 
-def build_model(config: TrainConfig, device: torch.device):
+def build_model(config: TrainConfig, device: torch.device) -> MiniMaxForCausalLM:
     """A fresh model from the preset (seeded), or the weights of `config.init`."""
-    from mmx.model import MiniMaxConfig, MiniMaxForCausalLM
-
     if config.init:
         model = MiniMaxForCausalLM.from_pretrained(config.init, device=device, dtype=torch.float32)
         if config.config_overrides:
@@ -82,10 +80,8 @@ def build_model(config: TrainConfig, device: torch.device):
     return model.to(device=device, dtype=torch.float32)
 
 
-def with_config(model, **changes: Any):
+def with_config(model: MiniMaxForCausalLM, **changes: Any) -> MiniMaxForCausalLM:
     """The same weights in a model rebuilt with config fields changed (e.g. a new RoPE base): buffers are recomputed."""
-    from mmx.model import MiniMaxForCausalLM
-
     device = next(model.parameters()).device
     rebuilt = MiniMaxForCausalLM(dataclasses.replace(model.config, **changes)).to(device=device, dtype=torch.float32)
     params = dict(model.named_parameters())
@@ -114,7 +110,10 @@ def open_run(run_dir: Path, meta: dict[str, Any]) -> bool:
     except OSError as err:
         raise MmxError(f"cannot create {run_dir}: {err.strerror}", "choose another --out directory") from None
     if path.exists():
-        old = json.loads(path.read_text()).get("params")
+        try:
+            old = json.loads(path.read_text()).get("params", {})
+        except json.JSONDecodeError:
+            raise MmxError(f"{path} is not valid JSON", "restore it, or pass a new --out directory") from None
         if old != meta["params"]:
             diff = sorted(k for k in {*old, *meta["params"]} if old.get(k) != meta["params"].get(k))
             raise MmxError(
@@ -174,8 +173,6 @@ class Trainer:
 
     # --- state -----------------------------------------------------------------------------------------------------
     def _resume(self) -> None:
-        from mmx.model import MiniMaxForCausalLM
-
         ckpt = find_checkpoint(self.run_dir, CHECKPOINT)
         if ckpt is None:
             self.model = build_model(self.config, self.device)
