@@ -312,7 +312,7 @@ class KernelBench:
         config = config or self.config
         q, k, v, slope = self._inputs(1, length, heads, dim)
         do = torch.randn_like(q)
-        plan = plan_for((1, length, heads, dim), None, self.device, config)
+        plan = plan_for((1, length, heads, dim), self.dtype, None, self.device, config)
         local, _ = triton_fwd.local_states(k, v, slope, plan, config)
         starts, _ = scan_segments(local, None, slope, plan, reverse=False)
         _, r, _ = triton_bwd.query_grads(do, q, k, v, slope, starts, True, plan, config)

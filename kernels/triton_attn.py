@@ -70,7 +70,7 @@ def lightning_attn_triton(
 
     `seq_lengths` (B = 1) are the lengths of the packed sequences, i.e. the differences of cu_seqlens.
     """
-    plan = plan_for(tuple(q.shape), seq_lengths, q.device, config)
+    plan = plan_for(tuple(q.shape), q.dtype, seq_lengths, q.device, config)
     h0 = initial_state.float().contiguous() if initial_state is not None else None
     return _LightningAttn.apply(
         _flat_rows(q), _flat_rows(k), _flat_rows(v), slope.float().contiguous(), h0, plan, config, output_final_state

@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from .plan import KernelConfig, SegmentPlan
-from .triton_fwd import _intra_mask, _key_decay, dot_precision, rows_view
+from .triton_fwd import _intra_mask, _key_decay, dot_precision, fitting, rows_view
 from .triton_scan import scan_segments
 
 
@@ -286,9 +286,14 @@ def backward(
     V = v.shape[-1]
     dh0 = torch.empty(plan.n_seqs, H, K, V, dtype=torch.float32, device=q.device) if need_dh0 else None
     h_start = starts if starts is not None else initial_state
-    dq, r, _ = query_grads(do, q, k, v, slope, h_start, starts is not None, plan, config)
+    per_segment = starts is not None
+    dq, r, _ = fitting("bwd_dq", lambda c: query_grads(do, q, k, v, slope, h_start, per_segment, plan, c), config, q, V)
     c_start = scan_segments(r, dht, slope, plan, reverse=True)[0] if r is not None else dht
-    dk, dv, _ = key_value_grads(do, q, k, v, slope, c_start, r is not None, plan, config, dh0)
+
+    def dkv(c: KernelConfig) -> tuple[torch.Tensor, torch.Tensor, object]:
+        return key_value_grads(do, q, k, v, slope, c_start, r is not None, plan, c, dh0)
+
+    dk, dv, _ = fitting("bwd_dkv", dkv, config, q, V)
     if dh0 is not None and plan.empty_seqs:
         empty = torch.tensor(plan.empty_seqs, device=q.device)
         dh0[empty] = dht[empty].float() if dht is not None else 0.0

@@ -12,12 +12,19 @@ the state is multiplied in fp32 unless inputs are bf16 (fp16 cannot hold a long 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
 from .plan import KernelConfig, SegmentPlan
 from .triton_scan import scan_segments
+
+R = TypeVar("R")
+_FITTED: dict[tuple, KernelConfig] = {}  # (phase, head dims, dtype, device, asked config) -> config that fits
 
 
 @triton.jit
@@ -168,6 +175,24 @@ def rows_view(x: torch.Tensor) -> tuple[int, int]:
     return x.stride(1), x.stride(2)
 
 
+def fitting(phase: str, launch: Callable[[KernelConfig], R], config: KernelConfig, x: torch.Tensor, dim_v: int) -> R:
+    """Run `launch(config)`; while the GPU lacks the shared memory a launch needs, retry it with smaller blocks
+    (KernelConfig.shrink) and remember what fitted, so later calls go straight to it."""
+    key = (phase, x.shape[-1], dim_v, x.dtype, x.device, config)
+    current = _FITTED.get(key, config)
+    while True:
+        try:
+            result = launch(current)
+        except OutOfResources:
+            smaller = current.shrink(x.shape[-1], x.dtype, backward=phase.startswith("bwd"))
+            if smaller is None:
+                raise
+            current = smaller
+            continue
+        _FITTED[key] = current
+        return result
+
+
 def local_states(
     k: torch.Tensor, v: torch.Tensor, slope: torch.Tensor, plan: SegmentPlan, config: KernelConfig
 ) -> tuple[torch.Tensor, object]:
@@ -179,7 +204,7 @@ def local_states(
     kernel = _local_state_kernel[(plan.local_segs.numel(), H, n_v)](
         k, v, slope, local, plan.local_segs, plan.seg_bos, plan.seg_len,
         *rows_view(k), *rows_view(v),
-        H=H, K=K, V=V, BT=config.fwd_chunk(K), BV=V // n_v, PREC=dot_precision(k.dtype),
+        H=H, K=K, V=V, BT=config.fwd_chunk(K, k.dtype), BV=V // n_v, PREC=dot_precision(k.dtype),
         num_warps=config.warps(config.fwd_warps, K * V // n_v), num_stages=config.fwd_stages,
     )  # fmt: skip
     return local, kernel
@@ -209,7 +234,7 @@ def outputs(
         q, k, v, o, slope, h_start if h_start is not None else o, final if final is not None else o,
         plan.seg_bos, plan.seg_len, plan.seg_seq, plan.seq_ptr,
         *rows_view(q), *rows_view(k), *rows_view(v), *rows_view(o),
-        H=H, K=K, V=V, BT=config.fwd_chunk(K), BV=V // n_v, START=start_mode, STORE_FINAL=final is not None,
+        H=H, K=K, V=V, BT=config.fwd_chunk(K, k.dtype), BV=V // n_v, START=start_mode, STORE_FINAL=final is not None,
         STATE_BF16=q.dtype == torch.bfloat16, PREC=dot_precision(q.dtype),
         num_warps=config.warps(config.fwd_warps, K * V // n_v), num_stages=config.fwd_stages,
     )  # fmt: skip
@@ -236,9 +261,10 @@ def forward(
     final = torch.empty(plan.n_seqs, H, K, V, dtype=torch.float32, device=q.device) if output_final_state else None
     starts = None
     if plan.multi:
-        local, _ = local_states(k, v, slope, plan, config)
+        local, _ = fitting("fwd_local", lambda c: local_states(k, v, slope, plan, c), config, k, V)
         starts, _ = scan_segments(local, initial_state, slope, plan, reverse=False)
-    o, _ = outputs(q, k, v, slope, starts if plan.multi else initial_state, plan.multi, plan, config, final)
+    h_start = starts if plan.multi else initial_state
+    o, _ = fitting("fwd_out", lambda c: outputs(q, k, v, slope, h_start, plan.multi, plan, c, final), config, q, V)
     if final is not None and plan.empty_seqs:
         empty = torch.tensor(plan.empty_seqs, device=q.device)
         final[empty] = initial_state[empty].float() if initial_state is not None else 0.0

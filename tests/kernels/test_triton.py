@@ -177,3 +177,27 @@ def test_decode_rejects_rows_outside_the_pool() -> None:
 def test_empty_buffers_are_poisoned() -> None:
     """The NaN fill this suite relies on is in force."""
     assert torch.isnan(torch.empty(3)).all() and torch.isnan(torch.empty_like(torch.zeros(2))).all()
+
+
+def test_launches_shrink_until_they_fit() -> None:
+    """A launch that needs more shared memory than the GPU has is retried with one stage, then half the rows."""
+    from triton.runtime.errors import OutOfResources
+
+    from mmx.kernels.triton_fwd import fitting
+
+    tried = []
+
+    def launch(config: KernelConfig) -> str:
+        tried.append((config.fwd_chunk(128, torch.float32), config.fwd_stages))
+        if tried[-1] != (32, 1):
+            raise OutOfResources(294912, 232448, "shared memory")
+        return "ran"
+
+    x = torch.zeros(1, 1, 1, 128)
+    assert fitting("fwd_out", launch, KernelConfig(), x, 128) == "ran"
+    assert tried == [(64, 2), (64, 1), (32, 1)]
+    tried.clear()
+    assert fitting("fwd_out", launch, KernelConfig(), x, 128) == "ran"  # remembered: no failing attempts
+    assert tried == [(32, 1)]
+    with pytest.raises(OutOfResources):
+        fitting("bwd_dq", lambda c: launch(c.with_(chunk=64)), KernelConfig(), x, 128)  # never fits
