@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -140,9 +141,11 @@ class DocumentStream:
             self._ready[key] = future.result() if future else make_group(self.mix, self.seed, group, max_len)
         return self._ready[key]
 
-    def fetcher(self, seq_len: int):
+    def fetcher(self, seq_len: int) -> Callable[[list[int]], list[Document]]:
         """A `Packer` fetch function for rows of `seq_len` tokens (documents of at most seq_len - 2 task tokens)."""
         max_len = seq_len - 2
+        for key in [k for k in self._pending if k[1] != max_len]:  # work for the previous stage's rows
+            self._pending.pop(key).cancel()
 
         def fetch(indices: list[int]) -> list[Document]:
             if not indices:
