@@ -1,20 +1,15 @@
 """Kernel tests: Triton runs on CPU tensors through its interpreter unless a GPU is present.
 
-Triton decides interpreter or compiler when a kernel is decorated, i.e. when mmx.kernels' Triton modules are first
-imported; those modules are imported lazily, so setting TRITON_INTERPRET here (at collection, before any test runs)
-is early enough. Only CPU-only machines get the interpreter: on a GPU machine the same tests run compiled on CUDA.
+The root tests/conftest.py sets TRITON_INTERPRET=1 on CPU-only machines before any test module is collected (Triton
+reads it when a kernel is decorated); on a GPU machine the same tests run compiled on CUDA.
 """
 
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(autouse=True)
