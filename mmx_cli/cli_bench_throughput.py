@@ -14,7 +14,7 @@ from rich.table import Table
 
 from mmx.errors import MmxError
 from mmx.groups import bench_app
-from mmx.sizes import format_size, parse_size, parse_sizes, sweep
+from mmx.sizes import format_size, parse_size, resolve_lengths
 
 if TYPE_CHECKING:  # heavy (torch) imports stay inside the command, so `mmx --help` is quick
     from mmx.throughput import Plan
@@ -33,18 +33,6 @@ def _warn(message: str) -> None:
 def _positive(value: int | float | None, flag: str, minimum: int = 1) -> None:
     if value is not None and value < minimum:
         raise MmxError(f"bad {flag} {value}", f"use {flag} {minimum} or more")
-
-
-def resolve_lengths(max_len: str | None, lengths: str | None, device_type: str) -> list[int]:
-    """`--lengths` as given, or the powers of two from 4k up to `--max-len` (default by device); not both."""
-    if max_len is not None and lengths is not None:
-        raise MmxError("--max-len and --lengths both given", "use --max-len for a sweep or --lengths for a list")
-    if lengths is not None:
-        parsed = parse_sizes(lengths)
-        if not parsed:
-            raise MmxError(f"bad size list {lengths!r}", "give comma-separated sizes, e.g. 4k,16k,64k")
-        return parsed
-    return sweep(parse_size(max_len or DEFAULT_MAX_LEN[device_type]))
 
 
 def parse_chunk_size(text: str) -> int | None:
@@ -195,7 +183,7 @@ def throughput(
     archs = parse_archs(arch)
     decode_batches = parse_batch_sizes(batch_sizes)
     place_device = resolve_device(device)
-    sizes = resolve_lengths(max_len, lengths, place_device.type)
+    sizes = resolve_lengths(max_len, lengths, DEFAULT_MAX_LEN[place_device.type])
     place = Placement(place_device, resolve_dtype(dtype, place_device), chunk)
     out = out or default_out(model)
     check_out_dir(out)

@@ -31,7 +31,7 @@ from rich.table import Table
 from mmx import backend_flags as flags
 from mmx.errors import MmxError
 from mmx.groups import eval_app
-from mmx.sizes import format_size, parse_size, parse_sizes, sweep
+from mmx.sizes import format_size, resolve_lengths
 
 DEFAULT_MODEL = "mmx-mini"
 DEFAULT_MAX_LEN = "128k"  # RULER's default sweep: 4k … 128k
@@ -81,18 +81,6 @@ class BarProgress:
 
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def resolve_lengths(max_len: str | None, lengths: str | None) -> list[int]:
-    """`--lengths` as given, or the powers of two from 4k up to `--max-len` (default 128k); not both."""
-    if max_len is not None and lengths is not None:
-        raise MmxError("--max-len and --lengths both given", "use --max-len for a sweep or --lengths for a list")
-    if lengths is not None:
-        parsed = parse_sizes(lengths)
-        if not parsed:
-            raise MmxError(f"bad size list {lengths!r}", "give comma-separated sizes, e.g. 4k,16k,64k")
-        return parsed
-    return sweep(parse_size(max_len or DEFAULT_MAX_LEN))
 
 
 def parse_batch_size(text: str) -> int | None:
@@ -246,7 +234,7 @@ def run_eval(request: EvalRequest, *, json_output: bool, quiet: bool) -> None:
 
 def build_request(suite: str, tasks: dict[str, Any], suite_flags: list[tuple[str, Any]], **given: Any) -> EvalRequest:
     """Check the options both commands share and pin down everything a rerun must repeat (lengths, --out)."""
-    lengths = resolve_lengths(given["max_len"], given["lengths"])
+    lengths = resolve_lengths(given["max_len"], given["lengths"], DEFAULT_MAX_LEN)
     batch_size = parse_batch_size(given["batch_size"])
     if given["samples"] < 1:
         raise MmxError(f"bad sample count {given['samples']}", "use --samples 1 or more")

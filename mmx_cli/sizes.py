@@ -41,3 +41,15 @@ def format_size(n: int) -> str:
         if n >= unit and n % unit == 0:
             return f"{n // unit}{suffix}"
     return str(n)
+
+
+def resolve_lengths(max_len: str | None, lengths: str | None, default_max: str) -> list[int]:
+    """`--lengths` as given, or the powers of two from 4k up to `--max-len` (else `default_max`); not both."""
+    if max_len is not None and lengths is not None:
+        raise MmxError("--max-len and --lengths both given", "use --max-len for a sweep or --lengths for a list")
+    if lengths is not None:
+        parsed = parse_sizes(lengths)
+        if not parsed:
+            raise MmxError(f"bad size list {lengths!r}", "give comma-separated sizes, e.g. 4k,16k,64k")
+        return parsed
+    return sweep(parse_size(max_len or default_max))
