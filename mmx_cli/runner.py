@@ -261,11 +261,6 @@ class _SweepState:
         self.progress.advance(1)
 
 
-def _text(sample: Any) -> str:
-    """What the model continues: the prompt, then the start of the answer (empty when the run turned it off)."""
-    return sample.prompt + sample.answer_prefix
-
-
 def _auto_batch_size(backend: Any, length: int, max_new_tokens: int) -> int:
     """The backend's own estimate where it has one (native: by free memory and length), else one at a time."""
     estimate = getattr(backend, "auto_batch_size", None)
@@ -278,7 +273,7 @@ def _run_cell(backend: Any, sweep: Sweep, name: str, samples: list[Any], build_s
     `build_s` is the cell's prompt-building time per sample.
     """
     length = samples[0].length
-    tokens = {s.index: len(backend.tokenizer.encode(_text(s))) for s in samples}
+    tokens = {s.index: len(backend.tokenizer.encode(s.text)) for s in samples}
     max_new = max(s.max_new_tokens for s in samples)
     batch_size = sweep.batch_size or _auto_batch_size(backend, length, max_new)
     queue = list(samples)
@@ -286,7 +281,7 @@ def _run_cell(backend: Any, sweep: Sweep, name: str, samples: list[Any], build_s
         batch = queue[:batch_size]
         start = time.perf_counter()
         try:
-            predictions = backend.generate([_text(s) for s in batch], max(s.max_new_tokens for s in batch))
+            predictions = backend.generate([s.text for s in batch], max(s.max_new_tokens for s in batch))
         except Exception as err:  # only OOM is handled here; anything else propagates unchanged
             if not is_out_of_memory(err):
                 raise

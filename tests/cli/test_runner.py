@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,24 +13,7 @@ from mmx.errors import MmxError
 from mmx.model.tokenizer import ByteTokenizer
 from mmx.results.store import SAMPLES_FILE, SUMMARY_FILE, RunStore, sample_key
 from mmx.runner import Sweep, run_metadata, run_sweep
-
-
-@dataclass
-class Item:
-    """The fields of `mmx.tasks.Sample` the runner reads."""
-
-    task: str
-    length: int
-    index: int
-    prompt: str
-    answer_prefix: str
-    references: list[str]
-    max_new_tokens: int = 8
-    metadata: dict = field(default_factory=dict)
-
-    @property
-    def prompt_hash(self) -> str:
-        return hashlib.sha256(self.prompt.encode()).hexdigest()[:16]
+from mmx.tasks import Sample
 
 
 class KeyTask:
@@ -44,16 +26,16 @@ class KeyTask:
     def params(self) -> dict:
         return {"name": self.name}
 
-    def samples(self, tokenizer, length: int, n: int, seed: int) -> list[Item]:
+    def samples(self, tokenizer, length: int, n: int, seed: int) -> list[Sample]:
         if length < self.min_length:
             raise MmxError(f"{self.name} needs at least {self.min_length} tokens", "use a longer length")
         out = []
         for i in range(n):
             value = str((seed * 7919 + length * 31 + i * 17) % 1000)
-            out.append(Item(self.name, length, i, f"the key is {value}. " + "." * 10, " key:", [value]))
+            out.append(Sample(self.name, length, i, f"the key is {value}. " + "." * 10, " key:", [value], 8))
         return out
 
-    def score(self, sample: Item, prediction: str) -> float:
+    def score(self, sample: Sample, prediction: str) -> float:
         return float(sample.references[0] in prediction)
 
 
@@ -90,9 +72,7 @@ class LengthTaggedTask(KeyTask):
 
     def samples(self, tokenizer, length, n, seed):
         items = super().samples(tokenizer, length, n, seed)
-        for item in items:
-            item.prompt = f"@{length} " + item.prompt
-        return items
+        return [replace(item, prompt=f"@{length} " + item.prompt) for item in items]
 
 
 def _open(tmp_path, sweep: Sweep, backend) -> RunStore:
