@@ -1,4 +1,4 @@
-"""Shared test setup: the `gpu` marker skips without CUDA; Triton runs in its interpreter on CPU-only machines.
+"""Shared test setup: an in-process `mmx` fixture; `gpu` tests skip without CUDA; Triton runs interpreted on CPUs.
 
 TRITON_INTERPRET is read when a kernel is decorated, i.e. when a Triton module is first imported — by whichever test
 folder gets there first — so it is set here, before any test module is collected.
@@ -7,6 +7,7 @@ folder gets there first — so it is set here, before any test module is collect
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -22,3 +23,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def mmx(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """Run `mmx ARGS…` in this process, as the console script does; returns (exit code, stdout, stderr)."""
+    from mmx.app import main
+
+    def run(*args: object) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return exit_info.value.code or 0, captured.out, captured.err
+
+    return run

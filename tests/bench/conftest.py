@@ -1,4 +1,4 @@
-"""Shared pieces of the throughput tests: an in-process `mmx`, and a reader for a run's bench records."""
+"""Shared pieces of the throughput tests: a reader for a run's bench records (`mmx` comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-
-@pytest.fixture
-def mmx(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
-    """Run `mmx ARGS…` in this process; returns (exit code, stdout, stderr)."""
-    from mmx.app import main
-
-    def run(*args: object) -> tuple[int, str, str]:
-        with pytest.raises(SystemExit) as exit_info:
-            main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return exit_info.value.code or 0, captured.out, captured.err
-
-    return run
 
 
 @pytest.fixture

@@ -41,17 +41,3 @@ def read_records() -> Callable[[Path], list[dict]]:
 def outcome() -> Callable[[list[dict]], list[tuple]]:
     """What must match between an interrupted-and-resumed run and an uninterrupted one: keys, predictions, scores."""
     return _outcome
-
-
-@pytest.fixture
-def mmx(capsys) -> Callable[..., tuple[int, str, str]]:
-    """Run `mmx ARGS…` in this process; returns (exit code, stdout, stderr)."""
-    from mmx.app import main
-
-    def run(*args: object) -> tuple[int, str, str]:
-        with pytest.raises(SystemExit) as exit_info:
-            main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return exit_info.value.code or 0, captured.out, captured.err
-
-    return run
