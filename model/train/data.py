@@ -20,12 +20,16 @@ from multiprocessing import get_context
 from mmx.errors import MmxError
 from mmx.model.tokenizer import ByteTokenizer
 
+from . import drill, recall
 from .packing import Document
-from .recall import NAME as RECALL
-from .recall import recall_document
 
 GROUP = 16  # documents per unit of work handed to a generator process
 TRAIN_SEED_BASE = 1 << 48
+# Sources that are not evaluation tasks: name -> document builder (rng, length, bos, eos).
+DENSE_SOURCES: dict[str, Callable[[random.Random, int, int, int], Document]] = {
+    recall.NAME: recall.recall_document,
+    drill.NAME: drill.drill_document,
+}
 
 
 @dataclass(frozen=True)
@@ -41,11 +45,11 @@ class DataMix:
 
 
 def parse_mix(text: str, min_len: int) -> DataMix:
-    """`'ruler'`, `'niah_single_1=3,vt=1'` or `'ruler,niah=2,recall'`: task, suite or `recall` (dense associative
-    recall documents, see `recall.py`) names, with optional weights."""
+    """`'ruler'`, `'niah_single_1=3,vt=1'` or `'ruler,niah=2,drill'`: task, suite or dense-source names (`recall`:
+    associative recall, see `recall.py`; `drill`: needle drills, see `drill.py`), with optional weights."""
     from mmx.tasks import SUITES, list_tasks
 
-    known = {*list_tasks(), RECALL}
+    known = {*list_tasks(), *DENSE_SOURCES}
     weights: dict[str, float] = {}
     for part in (p.strip() for p in text.split(",")):
         if not part:
@@ -96,8 +100,9 @@ def make_document(mix: DataMix, seed: int, index: int, max_len: int) -> Document
     """
     task_name, length = document_plan(mix, seed, index, max_len)
     tok = ByteTokenizer()
-    if task_name == RECALL:
-        return recall_document(random.Random(f"mmx-recall:{seed}:{index}"), length, tok.bos_id, tok.eos_id)
+    if task_name in DENSE_SOURCES:
+        rng = random.Random(f"mmx-{task_name}:{seed}:{index}")
+        return DENSE_SOURCES[task_name](rng, length, tok.bos_id, tok.eos_id)
     task = _task(task_name, tuple(sorted(mix.task_options.get(task_name, {}).items())))
     while True:
         try:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
 from mmx.errors import MmxError
 from mmx.model.tokenizer import ByteTokenizer
 from mmx.model.train.data import TRAIN_SEED_BASE, DataMix, DocumentStream, make_document, parse_mix
+from mmx.model.train.drill import drill_document
 from mmx.model.train.recall import recall_document
 from mmx.tasks import RULER_TASKS, get_task
 
@@ -16,8 +18,8 @@ TOK = ByteTokenizer()
 
 
 def test_mix_expands_suites_and_weights() -> None:
-    mix = parse_mix("ruler,niah=2,recall", min_len=1024)
-    assert set(mix.weights) == {*RULER_TASKS, "niah", "recall"}
+    mix = parse_mix("ruler,niah=2,recall,drill", min_len=1024)
+    assert set(mix.weights) == {*RULER_TASKS, "niah", "recall", "drill"}
     assert mix.weights["vt"] == pytest.approx(1 / 13) and mix.weights["niah"] == 2.0
     with pytest.raises(MmxError, match="unknown task"):
         parse_mix("niah_single_9", 1024)
@@ -72,3 +74,28 @@ def test_recall_documents_ask_back_every_pair_after_the_context() -> None:
     stored = context.split("\n", 1)[1].rsplit("\nRecall:", 1)[0].splitlines()
     assert sorted(asked) == sorted(stored) and len(asked) >= 10
     assert asked != stored  # asked back in another order
+
+
+def test_drills_ask_in_the_niah_wording_and_answer_with_the_needles_values() -> None:
+    from mmx.tasks.niah import ANSWER_PREFIX, QUESTION
+
+    slot = {r"\{kind\}": r"(\w+)", r"\{keys\}": "(.+?)"}
+    question, prefix = re.escape(QUESTION), re.escape(ANSWER_PREFIX)
+    for name, group in slot.items():
+        question, prefix = question.replace(name, group), prefix.replace(name, group.strip("()"))
+    pattern = re.compile(question + prefix + r" (.+?)\.(?=\n\nQuestion|$)")
+    needle = re.compile(r"One of the special magic (\w+) for (\S+) is: (\S+)\.")
+    for seed in range(12):
+        doc = drill_document(random.Random(seed), 3000, TOK.bos_id, TOK.eos_id)
+        assert len(doc) <= 3002 and doc.tokens[-1] == TOK.eos_id
+        context = TOK.decode(doc.tokens[1 : doc.answer_start])
+        held: dict[str, list[str]] = {}
+        for _, key, value in needle.findall(context):
+            held.setdefault(key, []).append(value)
+        rounds = pattern.findall(TOK.decode(doc.tokens[doc.answer_start : -1]))
+        assert rounds, "a drill asks at least one question"
+        asked = [key for _, keys, _ in rounds for key in re.split(r", | and ", keys)]
+        assert len(asked) == len(set(asked))  # each key once
+        for _, keys, answer in rounds:
+            expected = [v for key in re.split(r", | and ", keys) for v in held[key]]
+            assert answer.split(", ") == expected
