@@ -14,10 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.bias import CausalBias, CausalVariant
 
 from mmx.kernels import lightning_attn, lightning_decode
 
 from .cache import ModelCache
+from .chunk_attention import chunk_attention
 from .config import LIGHTNING, MiniMaxConfig
 
 LIGHTNING_NORM_EPS = 1e-6  # the original code's eps for the joint H·D output norm (rms_norm_eps is for the others)
@@ -170,6 +172,8 @@ def _sdpa(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool
 ) -> torch.Tensor:
     """q [B, T, H, D], k/v [B, S, KV, D] -> [B, T, H, D]; scale 1/√D; a boolean `mask` is [B, T, S] (True = attend)."""
+    if isinstance(mask, CausalBias) and mask.variant == CausalVariant.LOWER_RIGHT:  # a prefill chunk behind a cache
+        return chunk_attention(q, k, v)
     if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
         mask = mask[:, None]  # [B, 1, T, S]
     B, T, H, D = q.shape
