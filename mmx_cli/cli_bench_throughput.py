@@ -70,6 +70,22 @@ def parse_archs(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def parse_prefill_paths(text: str | None) -> list[str]:
+    """`--prefill-attention`: a comma list of chunked-prefill attention paths; none given means the default one."""
+    from mmx.model.chunk_attention import DEFAULT_PREFILL_PATH, PREFILL_PATHS
+
+    if text is None:
+        return [DEFAULT_PREFILL_PATH]
+    names = list(PREFILL_PATHS) if text.strip().lower() == "all" else [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in names if p not in PREFILL_PATHS]
+    if not names or unknown:
+        raise MmxError(
+            f"unknown --prefill-attention {(unknown or [text])[0]!r}",
+            f"use all or a comma list of {', '.join(PREFILL_PATHS)}",
+        )
+    return list(dict.fromkeys(names))
+
+
 def default_out(spec: str) -> Path:
     """`runs/bench-<model>-<timestamp>`."""
     from mmx.cli_eval import model_slug
@@ -78,13 +94,22 @@ def default_out(spec: str) -> Path:
 
 
 def plan_subjects(
-    spec: str, place: Placement, *, layers: int | None, archs: list[str], compare_transformers: bool
+    spec: str,
+    place: Placement,
+    *,
+    layers: int | None,
+    archs: list[str],
+    compare_transformers: bool,
+    paths: list[str],
 ) -> list[Subject]:
-    """Subjects for a spec: random presets can be reshaped and compared; checkpoints and hf: models run as loaded."""
-    from mmx.throughput_subjects import backend_subject, random_subjects
+    """Subjects for a spec: random presets can be reshaped and compared; checkpoints and hf: models run as loaded.
+    Our models run once per prefill attention path in `paths`."""
+    from mmx.throughput_subjects import backend_subjects, random_subjects
 
     if spec.startswith("random:"):
-        return random_subjects(spec, place, layers=layers, archs=archs, compare_transformers=compare_transformers)
+        return random_subjects(
+            spec, place, layers=layers, archs=archs, compare_transformers=compare_transformers, paths=paths
+        )
     if spec.startswith("openai:"):
         raise MmxError("an openai: server cannot be timed in-process", "bench the model it serves with NAME or hf:")
     reshaping = [flag for flag, used in (("--layers", layers), ("--arch", archs != ["hybrid"])) if used]
@@ -95,7 +120,7 @@ def plan_subjects(
             f"{', '.join(reshaping)} need random weights of a preset",
             "use --model random:PRESET (e.g. random:minimax-text-01 --layers 4); speed does not depend on the weights",
         )
-    return [backend_subject(spec, place)]
+    return backend_subjects(spec, place, paths)
 
 
 def summary_table(title: str, records: list[dict[str, Any]]) -> Table:
@@ -156,6 +181,13 @@ def throughput(
     compare_transformers: bool = typer.Option(
         False, "--compare-transformers", help="Also time transformers' MiniMaxForCausalLM on the same config."
     ),
+    prefill_attention: str | None = typer.Option(
+        None,
+        "--prefill-attention",
+        help="Softmax attention of prefill chunks behind the cache in mmx models: split (cached keys unmasked + the "
+        "chunk's causal square, merged exactly; the default), masked (one SDPA call, lower-right causal mask), "
+        "or a comma list / all to compare them (one series each).",
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on CUDA, fp32 on CPU), bf16, fp16, fp32."),
     peaks: str = typer.Option("datasheet", "--peaks", help="MFU/bandwidth ceilings: datasheet or measure."),
@@ -181,13 +213,16 @@ def throughput(
     if peaks not in PEAK_SOURCES:
         raise MmxError(f"unknown --peaks {peaks!r}", f"use {' or '.join(PEAK_SOURCES)}")
     archs = parse_archs(arch)
+    paths = parse_prefill_paths(prefill_attention)
     decode_batches = parse_batch_sizes(batch_sizes)
     place_device = resolve_device(device)
     sizes = resolve_lengths(max_len, lengths, DEFAULT_MAX_LEN[place_device.type])
     place = Placement(place_device, resolve_dtype(dtype, place_device), chunk)
     out = out or default_out(model)
     check_out_dir(out)
-    subjects = plan_subjects(model, place, layers=layers, archs=archs, compare_transformers=compare_transformers)
+    subjects = plan_subjects(
+        model, place, layers=layers, archs=archs, compare_transformers=compare_transformers, paths=paths
+    )
     ceilings = detect_peaks(place.device, place.dtype, measure=peaks == "measure")
     plan = Plan(sizes, decode_batches, decode_steps, repeats, seed, budget)
     command = _command(
@@ -201,6 +236,7 @@ def throughput(
             ("--layers", layers),
             ("--arch", ",".join(archs)),
             ("--compare-transformers", compare_transformers),
+            ("--prefill-attention", ",".join(paths)),
             ("--device", device),
             ("--dtype", dtype),
             ("--peaks", peaks),
@@ -215,6 +251,7 @@ def throughput(
         "layers": layers,
         "archs": archs,
         "compare_transformers": compare_transformers,
+        "prefill_attention": paths,
         "chunk_size": chunk_size,
         "dtype": place.dtype_name,
         "device_name": ceilings.device,

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import torch
 
 from mmx.errors import MmxError
+from mmx.model.chunk_attention import DEFAULT_PREFILL_PATH, prefill_path
 from mmx.model.config import LIGHTNING, SOFTMAX, MiniMaxConfig
 
 ARCHS = ("hybrid", "softmax", "lightning")
@@ -184,21 +185,30 @@ def parameter_count(config: MiniMaxConfig) -> int:
 
 
 class NativeRunner:
-    """Our model: chunked prefill into a ModelCache (activations bounded by one chunk), batched decode."""
+    """Our model: chunked prefill into a ModelCache (activations bounded by one chunk), batched decode.
 
-    def __init__(self, model: Any, chunk_size: int) -> None:
+    `prefill_attention` is the softmax-attention path of every chunk after the first (`mmx.model.chunk_attention`).
+    """
+
+    def __init__(self, model: Any, chunk_size: int, prefill_attention: str = DEFAULT_PREFILL_PATH) -> None:
         from mmx.kernels.dispatch import auto_impl
 
         self.model = model
         self.chunk_size = chunk_size
-        self.details = {"chunk_size": chunk_size, "lightning": auto_impl(model.device)}
+        self.prefill_attention = prefill_attention
+        self.details = {
+            "chunk_size": chunk_size,
+            "lightning": auto_impl(model.device),
+            "prefill_attention": prefill_attention,
+        }
 
     @torch.inference_mode()
     def prefill(self, input_ids: torch.Tensor) -> Any:
         from mmx.model.generate import prefill
 
         cache = self.model.new_cache(1)
-        prefill(self.model, input_ids, cache, self.chunk_size)
+        with prefill_path(self.prefill_attention):
+            prefill(self.model, input_ids, cache, self.chunk_size)
         return cache
 
     @torch.inference_mode()
@@ -305,18 +315,30 @@ def auto_chunk(config: MiniMaxConfig, elem_bytes: int) -> int:
     return chunk
 
 
-def _native_build(config: MiniMaxConfig, place: Placement, seed: int) -> Callable[[], Runner]:
-    return lambda: NativeRunner(build_native(config, place.device, place.dtype, seed), place.chunk_for(config))
+def _native_build(config: MiniMaxConfig, place: Placement, seed: int, path: str) -> Callable[[], Runner]:
+    return lambda: NativeRunner(build_native(config, place.device, place.dtype, seed), place.chunk_for(config), path)
 
 
 def _transformers_build(config: MiniMaxConfig, place: Placement, seed: int) -> Callable[[], Runner]:
     return lambda: TransformersRunner(build_transformers(config, place.device, place.dtype, seed))
 
 
+def _path_label(label: str, path: str, paths: list[str]) -> str:
+    """A series name that says the prefill attention path when a run compares several."""
+    return f"{label} {path}" if len(paths) > 1 else label
+
+
 def random_subjects(
-    spec: str, place: Placement, *, layers: int | None, archs: list[str], compare_transformers: bool
+    spec: str,
+    place: Placement,
+    *,
+    layers: int | None,
+    archs: list[str],
+    compare_transformers: bool,
+    paths: list[str],
 ) -> list[Subject]:
-    """`random:PRESET[:SEED]`: one subject per architecture, each followed by transformers' on the same config."""
+    """`random:PRESET[:SEED]`: per architecture, ours once per prefill attention path in `paths`, then
+    transformers' on the same config."""
     preset, seed = _random_spec(spec.partition(":")[2])
     base = MiniMaxConfig.from_name(preset)
     subjects = []
@@ -336,28 +358,37 @@ def random_subjects(
             "device": str(place.device),
             "init": "normal(0, initializer_range) drawn on the device from the seed",
         }
-        impls = [("mmx", "native", _native_build)]
+        ours = {"name": f"{family} {arch} (mmx)", "backend": "native", "chunk_size": place.chunk_for(config)}
+        impls = [
+            (
+                _path_label(f"mmx {arch}", path, paths),
+                ours | {"prefill_attention": path},
+                _native_build(config, place, seed, path),
+            )
+            for path in paths
+        ]
         if compare_transformers:
-            impls.append(("transformers", "transformers", _transformers_build))
-        for impl, backend, build in impls:
-            extra = {"chunk_size": place.chunk_for(config)} if impl == "mmx" else {}
+            theirs = {"name": f"{family} {arch} (transformers)", "backend": "transformers"}
+            impls.append((f"transformers {arch}", theirs, _transformers_build(config, place, seed)))
+        for label, described, build in impls:
             subjects.append(
                 Subject(
-                    label=f"{impl} {arch}",
+                    label=label,
                     family=family,
                     arch=arch,
                     config=config,
                     vocab_size=config.vocab_size,
                     max_context=config.max_position_embeddings,
-                    info={**info, "name": f"{family} {arch} ({impl})", "backend": backend, **extra},
-                    build=build(config, place, seed),
+                    info={**info, **described},
+                    build=build,
                 )
             )
     return subjects
 
 
-def backend_subject(spec: str, place: Placement) -> Subject:
-    """A checkpoint (`mmx-mini`, `mmx:PATH`) or `hf:` model, loaded now through the backend registry."""
+def backend_subjects(spec: str, place: Placement, paths: list[str]) -> list[Subject]:
+    """A checkpoint (`mmx-mini`, `mmx:PATH`) or `hf:` model, loaded now through the backend registry: ours once per
+    prefill attention path in `paths`, another model once."""
     from mmx.model.backend import load_backend
 
     backend: Any = load_backend(spec, device=str(place.device), dtype=place.dtype_name)
@@ -367,20 +398,30 @@ def backend_subject(spec: str, place: Placement) -> Subject:
             f"{spec!r} is not a model mmx can time in-process", "bench a local model: NAME, mmx:, random:, hf:"
         )
     info = backend.describe()
+    name = str(info.get("name") or spec)
     config = getattr(model, "config", None)
     if isinstance(config, MiniMaxConfig):
         chunk = place.chunk_for(config)
-        runner: Runner = NativeRunner(model, chunk)
-        info = {**info, "chunk_size": chunk}
+        runners: list[tuple[str, dict[str, Any], Runner]] = [
+            (
+                _path_label(name, path, paths),
+                {"chunk_size": chunk, "prefill_attention": path},
+                NativeRunner(model, chunk, path),
+            )
+            for path in paths
+        ]
     else:
-        runner, config = TransformersRunner(model), None
-    return Subject(
-        label=str(info.get("name") or spec),
-        family=str(info.get("name") or spec),
-        arch=None,
-        config=config,
-        vocab_size=int(model.config.vocab_size),
-        max_context=getattr(backend, "max_context", None),
-        info=info,
-        build=lambda: runner,
-    )
+        runners, config = [(name, {}, TransformersRunner(model))], None
+    return [
+        Subject(
+            label=label,
+            family=name,
+            arch=None,
+            config=config,
+            vocab_size=int(model.config.vocab_size),
+            max_context=getattr(backend, "max_context", None),
+            info={**info, **extra},
+            build=lambda runner=runner: runner,
+        )
+        for label, extra, runner in runners
+    ]

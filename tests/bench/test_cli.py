@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from mmx.model.chunk_attention import DEFAULT_PREFILL_PATH
 from mmx.results.runs import load_runs
 from mmx.results.store import RunStore
 
@@ -40,6 +41,7 @@ def test_every_measurement_is_a_well_formed_ok_record(tiny_run, bench_records):
         else:
             assert r["ttft_s"] is None and r["steps"] == 2 and r["bytes_per_step"] > 0
     assert all(r["chunk_size"] == 65536 for r in records if r["impl"].startswith("mmx"))  # auto: a tiny model
+    assert all(r["prefill_attention"] == DEFAULT_PREFILL_PATH for r in records if r["impl"].startswith("mmx"))
     assert all(r["attn_implementation"] == "sdpa" for r in records if r["impl"].startswith("transformers"))
 
 
@@ -76,6 +78,23 @@ def test_a_saved_checkpoint_runs_as_loaded(mmx, tmp_path, bench_records):
     assert RunStore(tmp_path / "run").meta["model"]["random_weights"] is False
 
 
+def test_prefill_attention_paths_are_series_of_one_run(mmx, tmp_path, bench_records):
+    args = ("--model", "random:tiny", "--lengths", "40", "--chunk-size", "16", "--batch-sizes", "1")
+    args += ("--decode-steps", "1", "--repeats", "1", "--prefill-attention", "masked,split")
+    code, _, err = mmx("bench", "throughput", *args, "--out", tmp_path / "run", "--quiet")
+    assert code == 0, err
+    series = {(r["impl"], r["bench"]): r["prefill_attention"] for r in bench_records(tmp_path / "run")}
+    assert series == {
+        ("mmx hybrid masked", "prefill"): "masked",
+        ("mmx hybrid masked", "decode"): "masked",
+        ("mmx hybrid split", "prefill"): "split",
+        ("mmx hybrid split", "decode"): "split",
+    }
+    meta = RunStore(tmp_path / "run").meta
+    assert meta["params"]["prefill_attention"] == ["masked", "split"]
+    assert [s["prefill_attention"] for s in meta["subjects"]] == ["masked", "split"]
+
+
 def test_different_parameters_on_the_run_directory_are_refused(tiny_run, mmx):
     code, _, err = mmx("bench", "throughput", *TINY, "--arch", "hybrid", "--out", tiny_run)
     assert code == 2 and "different parameters" in err and err.count("\n") == 1
@@ -97,6 +116,7 @@ def test_different_parameters_on_the_run_directory_are_refused(tiny_run, mmx):
         (("--peaks", "guess"), "unknown --peaks 'guess'"),
         (("--chunk-size", "0"), "bad --chunk-size '0'"),
         (("--budget", "0"), "bad --budget 0"),
+        (("--prefill-attention", "fast"), "unknown --prefill-attention 'fast'"),
         (("--dtype", "int8"), "unknown dtype 'int8'"),
         (("--device", "cuda:7"), "cuda"),
         (("--model", "random:huge"), "unknown model preset 'huge'"),
