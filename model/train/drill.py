@@ -21,6 +21,8 @@ from .packing import Document
 
 NAME = "drill"  # the name `--data` uses for this source
 _VALUE_KINDS = ("numbers", "numbers", "uuids")
+SINGLE_VALUE_SHARE = 0.6  # drills with one value per key; the rest hold 2–4 values per key (multi-value)
+KEYS_PER_QUESTION = (1, 1, 2, 3, 4)  # drawn per question: multi-query questions ask several keys at once
 _FILLER_PER_NEEDLE = (0, 3)  # haystack sentences before each needle, drawn uniformly
 
 
@@ -50,7 +52,7 @@ def drill_document(rng: random.Random, length: int, bos: int, eos: int) -> Docum
     kind = rng.choice(_VALUE_KINDS)
     keys = Distinct(KINDS["uuids" if rng.random() < 0.1 else "words"])
     values = Distinct(KINDS[kind])
-    per_key = 1 if rng.random() < 0.8 else rng.randint(2, 4)  # multi-value drills: several needles per key
+    per_key = 1 if rng.random() < SINGLE_VALUE_SHARE else rng.randint(2, 4)
     essay = rng.random() < 0.5
 
     context = INSTRUCTION.format(kind=kind) + "\n"
@@ -73,7 +75,7 @@ def drill_document(rng: random.Random, length: int, bos: int, eos: int) -> Docum
     answer = ""
     pending = rng.sample(list(owned), k=len(owned))
     while pending:
-        asked = pending[: rng.choice((1, 1, 1, 2, 4))]
+        asked = pending[: rng.choice(KEYS_PER_QUESTION)]
         text = _question(kind, asked) + " " + ", ".join(v for key in asked for v in owned[key]) + "."
         if size + _size(answer) + _size(text) > length:
             break
