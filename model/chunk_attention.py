@@ -11,7 +11,7 @@ cached key and, causally, the chunk's own keys (a lower-right causal mask over P
   keys. Without a mask, grouped-query heads fold into query rows, so no kernel ever needs repeated K/V there.
 
 `prefill_path(name)` picks the path for the code inside it (a context variable, like `sdpa_kernel`), so one process
-can time both on the same model; `DEFAULT_PREFILL_PATH` is the one that measured faster.
+can time both on the same model; `DEFAULT_PREFILL_PATH` is the path used everywhere else.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from torch.nn.attention import SDPAParams
 from torch.nn.attention.bias import causal_lower_right
 
 PREFILL_PATHS = ("split", "masked")
-DEFAULT_PREFILL_PATH = "split"  # split was faster on the CPU (tests/model/test_chunk_attention.py); see README for CUDA
+DEFAULT_PREFILL_PATH = "split"  # faster on the CPU (README, bench section); CUDA: results/reference/throughput-notes.md
 KERNEL_ORDER = ("cudnn", "flash", "efficient", "cpu")
 CUDNN_KEY_BLOCK = 65536  # cuDNN builds an execution plan per shape (tens of ms): cached keys go in few distinct sizes
 MIN_KEY_PIECE = 1024  # below this, the rest of a key range is one call of its own size
@@ -61,6 +61,7 @@ def current_prefill_path() -> str:
 
 
 def _cudnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float):
+    q, k, v = _packed_batch_stride(q), _packed_batch_stride(k), _packed_batch_stride(v)
     out = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False, scale=scale)
     return out[0], out[1].reshape(q.shape[:3])  # lse comes as [B, h, Tq, 1] (or [B, h, Tq] in older torch)
 
@@ -80,6 +81,16 @@ def _cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale:
     return out[0], out[1]
 
 
+def _packed_batch_stride(x: torch.Tensor) -> torch.Tensor:
+    """A one-row view of x whose batch stride is that of a packed tensor of its shape. cuDNN keys its plans on strides
+    as well as shapes, and a row sliced from the cache has a batch stride set by the cache's capacity, which would
+    cost a new plan for every prompt length."""
+    if x.shape[0] != 1:
+        return x
+    extent = max(size * stride for size, stride in zip(x.shape[1:], x.stride()[1:], strict=True))
+    return x.as_strided(x.shape, (extent, *x.stride()[1:]))
+
+
 def _cuda_check(name: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool], bool]:
     """torch's own test of whether its `name` kernel takes these inputs (shape, dtype, layout, GPU, enabled flags)."""
     can_use = getattr(torch.backends.cuda, f"can_use_{name}_attention", None)
@@ -90,6 +101,15 @@ def _cuda_check(name: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor
         return bool(can_use(SDPAParams(q, k, v, None, 0.0, causal, q.shape[1] != k.shape[1])))
 
     return check
+
+
+_torch_cudnn_check = _cuda_check("cudnn")
+
+
+def _cudnn_check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> bool:
+    """torch's test, on lengths that are multiples of 128 only: cuDNN before 9.15.1 mishandles others, which is why
+    torch itself prefers cuDNN only from that version on."""
+    return q.shape[2] % 128 == 0 and k.shape[2] % 128 == 0 and _torch_cudnn_check(q, k, v, causal)
 
 
 def _cpu_check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> bool:
@@ -108,7 +128,7 @@ class Kernel:
 
 
 KERNELS = {
-    "cudnn": Kernel("cudnn", _cudnn, _cuda_check("cudnn"), grouped=False, blocked=True),
+    "cudnn": Kernel("cudnn", _cudnn, _cudnn_check, grouped=False, blocked=True),
     "flash": Kernel("flash", _flash, _cuda_check("flash"), grouped=True, blocked=False),
     "efficient": Kernel("efficient", _efficient, _cuda_check("efficient"), grouped=False, blocked=False),
     "cpu": Kernel("cpu", _cpu, _cpu_check, grouped=True, blocked=False),
@@ -154,20 +174,23 @@ def split_attention(
     P = S - T
     scale = D**-0.5
     qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D], [B, KV, S, D]
-    # Without a mask, the G = H / KV query heads that share key head j are just more query rows for it.
-    q_rows = qh.reshape(B, KV, H // KV * T, D)  # [B, KV, G·T, D]
+    # Without a mask, the G = H / KV query heads that share key head j are just more query rows for it (row g·T + t),
+    # laid out [B, G·T, KV, D] in memory like the model's own tensors.
+    G = H // KV
+    q_rows = q.view(B, T, KV, G, D).permute(0, 3, 1, 2, 4).reshape(B, G * T, KV, D).transpose(1, 2)  # [B, KV, G·T, D]
     calls = _cached_key_calls(order, q_rows, kh[:, :, :P], vh[:, :, :P], key_block)
     if any(kernel is None for kernel, _, _ in calls):
         return masked_attention(q, k, v)
     square = _square(order, qh, kh[:, :, P:], vh[:, :, P:], scale)
     if square is None:
         return masked_attention(q, k, v)
-    o, lse = square
-    acc = o.to(torch.promote_types(q.dtype, torch.float32))  # [B, H, T, D], the running merge
+    o, lse = square  # [B, H, T, D], [B, H, T]
+    acc = o.to(torch.promote_types(q.dtype, torch.float32)).unflatten(1, (KV, G))  # [B, KV, G, T, D], the running merge
+    lse = lse.unflatten(1, (KV, G))  # [B, KV, G, T]
     for kernel, a, b in calls:
         o_rows, lse_rows = kernel.attend(q_rows, kh[:, :, a:b], vh[:, :, a:b], False, scale)  # [B, KV, G·T, (D)]
-        lse = _merge(acc, lse, o_rows.reshape(B, H, T, D), lse_rows.reshape(B, H, T))  # rows back to heads
-    return acc.to(q.dtype).transpose(1, 2)  # [B, T, H, D]
+        lse = _merge(acc, lse, o_rows.unflatten(2, (G, T)), lse_rows.unflatten(2, (G, T)))  # rows back to heads
+    return acc.flatten(1, 2).to(q.dtype).transpose(1, 2)  # [B, T, H, D]
 
 
 def _cached_key_calls(
@@ -196,8 +219,8 @@ def _square(
         kernel = KERNELS[name]
         kk, vv = k, v
         if groups > 1 and not kernel.grouped:
-            if repeated is None:
-                repeated = (k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1))  # [B, H, T, D]
+            if repeated is None:  # head h = j·G + g reads key head j; [B, T, H, D] in memory, as q
+                repeated = tuple(x.transpose(1, 2).repeat_interleave(groups, dim=2).transpose(1, 2) for x in (k, v))
             kk, vv = repeated
         if kernel.usable(q, kk, vv, True):
             return kernel.attend(q, kk, vv, True, scale)

@@ -155,3 +155,12 @@ def test_a_chunked_prefill_through_each_path_equals_one_forward(path, monkeypatc
         last = prefill(model, ids, model.new_cache(1), chunk_size=7)  # 6 chunks behind a cache, the last ragged
     assert (last - whole).abs().max().item() < 1e-4
     assert len(split_calls) == (6 if path == "split" else 0)
+
+
+def test_cudnn_sees_one_row_of_the_cache_with_a_stride_set_by_its_shape_not_the_capacity():
+    views = [torch.randn(1, capacity, 2, 8)[:, :300].transpose(1, 2) for capacity in (300, 1000)]  # [1, KV, S, D]
+    packed = [ca._packed_batch_stride(x) for x in views]
+    assert views[0].stride() != views[1].stride() and packed[0].stride() == packed[1].stride() == (4800, 8, 16, 1)
+    assert all(torch.equal(p, x) for p, x in zip(packed, views, strict=True))
+    rows = torch.randn(2, 2, 10, 8)
+    assert ca._packed_batch_stride(rows) is rows  # several rows keep their layout
