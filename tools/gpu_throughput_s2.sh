@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue #9, session 2: one GPU call (~250 s on an H200) measuring the split prefill attention and the decode fix.
 #
+#   0. tests      the CUDA tests of the prefill attention paths (when pytest is installed)
 #   1. attention  results/reference/throughput-attention-bench.py: every chunked-prefill attention path at the 4-layer
 #                 slice's shape (256k tokens in 4096-token chunks, 64 query / 8 key-value heads of 128), TFLOP/s and
 #                 error, one causal SDPA call over 256k (transformers' way), single kernels at the last chunk, and
@@ -39,10 +40,13 @@ main() {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c 'import torch, triton, transformers as t; print("torch", torch.__version__, "cuDNN",
     torch.backends.cudnn.version(), "triton", triton.__version__, "transformers", t.__version__)'
-  step attention 70 python3 results/reference/throughput-attention-bench.py --out "$OUT/attention.json"
-  bench slice 110 80 --model random:minimax-text-01 --layers 4 --compare-transformers \
+  if python3 -m pytest --version >/dev/null 2>&1; then
+    step tests 30 python3 -m pytest -q -p no:cacheprovider -m gpu tests/model/test_chunk_attention.py
+  fi
+  step attention 60 python3 results/reference/throughput-attention-bench.py --out "$OUT/attention.json"
+  bench slice 95 70 --model random:minimax-text-01 --layers 4 --compare-transformers \
     --prefill-attention split,masked --lengths 64k,256k --batch-sizes 1,64
-  bench arch 55 35 --model random:small --layers 8 --arch hybrid,lightning,softmax --lengths 16k,256k \
+  bench arch 45 28 --model random:small --layers 8 --arch hybrid,lightning,softmax --lengths 16k,256k \
     --batch-sizes 1,64
   tar -czf "$OUT/runs.tar.gz" -C "$runs" .
   echo "=== done ($(date -u +%FT%TZ)): $(ls "$OUT")"

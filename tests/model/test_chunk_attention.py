@@ -164,3 +164,27 @@ def test_cudnn_sees_one_row_of_the_cache_with_a_stride_set_by_its_shape_not_the_
     assert all(torch.equal(p, x) for p, x in zip(packed, views, strict=True))
     rows = torch.randn(2, 2, 10, 8)
     assert ca._packed_batch_stride(rows) is rows  # several rows keep their layout
+
+
+CUDA_SHAPES = {
+    "aligned": (1, 512, 4096 * 2 + 1024, 8, 2, 128),  # lengths cuDNN takes: blocks, then pieces of 1024
+    "ragged": (1, 300, 5000, 8, 2, 64),  # lengths off multiples of 128: cuDNN steps aside
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", CUDA_SHAPES.values(), ids=CUDA_SHAPES.keys())
+def test_each_cuda_kernel_equals_the_materialised_mask(shape, monkeypatch):
+    calls: list[str] = []
+    for name, kernel in list(ca.KERNELS.items()):
+        counted = lambda *a, name=name, attend=kernel.attend: calls.append(name) or attend(*a)  # noqa: E731
+        monkeypatch.setitem(ca.KERNELS, name, ca.Kernel(name, counted, kernel.usable, kernel.grouped, kernel.blocked))
+    q, k, v = (x.to("cuda", torch.bfloat16) for x in inputs(shape, torch.float32))
+    expected = reference(q, k, v)
+    for name in ("cudnn", "flash", "efficient"):
+        out = ca.split_attention(q, k, v, order=(name,), key_block=4096)  # masked_attention where it cannot
+        rel = ((out.double() - expected).norm() / expected.norm()).item()
+        assert rel < 1e-2, (name, rel)  # bf16 outputs round at ~3e-3
+    assert "flash" in calls
+    if shape[2] % 128:
+        assert "cudnn" not in calls
