@@ -229,6 +229,9 @@ def main() -> None:
     for key, measure in sections:
         try:
             results[key] = measure()
+        except KeyboardInterrupt:  # the caller's time limit: what is measured so far is already written
+            print(f"  interrupted during {key}", flush=True)
+            raise SystemExit(130) from None
         except Exception as err:  # a section that fails is recorded; the others still run
             results[key] = {"error": f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"}
             print(f"  {key}: {results[key]['error']}", flush=True)
