@@ -177,9 +177,8 @@ def split_attention(
     # Without a mask, the G = H / KV query heads that share key head j are just more query rows for it (row g·T + t),
     # laid out [B, G·T, KV, D] in memory like the model's own tensors.
     G = H // KV
-    q_rows = (
-        q.reshape(B, T, KV, G, D).permute(0, 3, 1, 2, 4).reshape(B, G * T, KV, D).transpose(1, 2)
-    )  # [B, KV, G·T, D]
+    q_rows = q.reshape(B, T, KV, G, D).permute(0, 3, 1, 2, 4)  # [B, G, T, KV, D]
+    q_rows = q_rows.reshape(B, G * T, KV, D).transpose(1, 2)  # [B, KV, G·T, D]
     calls = _cached_key_calls(order, q_rows, kh[:, :, :P], vh[:, :, :P], key_block)
     if any(kernel is None for kernel, _, _ in calls):
         return masked_attention(q, k, v)
