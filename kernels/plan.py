@@ -9,12 +9,19 @@ end to end along the flattened token axis, none of whose segments crosses a boun
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
+import os
 from dataclasses import dataclass, replace
 
 import torch
 
 HEAD_DIMS = (16, 32, 64, 128)
+FWD_FORMS = ("factored", "masked")
+CONFIG_ENV = "MMX_KERNEL_CONFIG"  # JSON object of KernelConfig fields that replace the defaults for this process
+_BLOCKS = ("chunk", "local_chunk", "bwd_chunk", "decode_block_v")  # tile sizes: powers of two (tl.arange needs it)
+_WARPS = ("fwd_warps", "local_warps", "bwd_warps")
 
 
 @dataclass(frozen=True)
@@ -28,11 +35,30 @@ class KernelConfig:
     value_split: int = 1  # forward programs per head along the value dim (more programs, q/k read again)
     fwd_warps: int | None = None  # None: by the size of the state block a program holds in registers
     fwd_stages: int = 2
+    fwd_form: str = "factored"  # outputs kernel: "factored" (decays folded into the operands) or "masked"
+    local_chunk: int | None = None  # rows per block of the local-state kernel; None: the forward block rows
+    local_warps: int | None = None  # None: as fwd_warps
+    local_stages: int | None = None  # None: fwd_stages
     bwd_chunk: int = 64
     bwd_key_split: int = 1  # dq programs per head along the key dim (halves its two register states)
     bwd_warps: int | None = None
     bwd_stages: int = 2
     decode_block_v: int = 32  # value columns of the state per decode program
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None and "None" in str(field.type):
+                continue
+            if field.name == "fwd_form":
+                if value not in FWD_FORMS:
+                    raise ValueError(f"fwd_form must be one of {', '.join(FWD_FORMS)}, got {value!r}")
+            elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{field.name} must be a positive integer, got {value!r}")
+            elif field.name in _BLOCKS + _WARPS and value & (value - 1):
+                raise ValueError(f"{field.name} must be a power of two, got {value}")
+            elif field.name in _BLOCKS and value < 16:
+                raise ValueError(f"{field.name} must be at least 16 (the smallest matrix-product tile), got {value}")
 
     def fwd_chunk(self, head_dim: int, dtype: torch.dtype) -> int:
         """Forward block rows: `chunk`, else 128 for bf16 at head dim 128 (20% faster on an H200 at 256k-4M tokens)
@@ -41,12 +67,23 @@ class KernelConfig:
             return self.chunk
         return 128 if dtype == torch.bfloat16 and head_dim >= 128 else 64
 
-    def shrink(self, head_dim: int, dtype: torch.dtype, backward: bool) -> KernelConfig | None:
-        """The next smaller launch to try when a kernel needs more shared memory than the GPU has: one pipeline
-        stage first, then half the block rows (down to 16); None when nothing smaller is left."""
-        stages, chunk = ("bwd_stages", "bwd_chunk") if backward else ("fwd_stages", "chunk")
-        rows = self.bwd_chunk if backward else self.fwd_chunk(head_dim, dtype)
-        if getattr(self, stages) > 1:
+    def local_rows(self, head_dim: int, dtype: torch.dtype) -> int:
+        """Block rows of the local-state kernel."""
+        return self.local_chunk if self.local_chunk is not None else self.fwd_chunk(head_dim, dtype)
+
+    def shrink(self, head_dim: int, dtype: torch.dtype, phase: str) -> KernelConfig | None:
+        """The next smaller launch of `phase` ("fwd_local", "fwd_out", "bwd_…") to try when a kernel needs more
+        shared memory than the GPU has: one pipeline stage first, then half the block rows (down to 16); None when
+        nothing smaller is left."""
+        if phase.startswith("bwd"):
+            stages, chunk, n_stages, rows = "bwd_stages", "bwd_chunk", self.bwd_stages, self.bwd_chunk
+        elif phase == "fwd_local":
+            stages, chunk = "local_stages", "local_chunk"
+            n_stages = self.local_stages if self.local_stages is not None else self.fwd_stages
+            rows = self.local_rows(head_dim, dtype)
+        else:
+            stages, chunk, n_stages, rows = "fwd_stages", "chunk", self.fwd_stages, self.fwd_chunk(head_dim, dtype)
+        if n_stages > 1:
             return replace(self, **{stages: 1, chunk: rows})
         if rows > 16:
             return replace(self, **{chunk: rows // 2})
@@ -66,8 +103,38 @@ class KernelConfig:
         """A copy with some fields changed (used by the benchmark's tuning sweep)."""
         return replace(self, **changes)
 
+    def changes(self) -> dict[str, object]:
+        """The fields that differ from the built-in defaults, as CONFIG_ENV takes them."""
+        base = KernelConfig()
+        names = [f.name for f in dataclasses.fields(self)]
+        return {name: getattr(self, name) for name in names if getattr(self, name) != getattr(base, name)}
 
-DEFAULT_CONFIG = KernelConfig()
+
+def config_from_json(text: str, source: str = CONFIG_ENV) -> KernelConfig:
+    """The built-in defaults with the fields a JSON object sets ("" or "{}": the defaults themselves).
+
+    This is how a tuning run hands its winner to `mmx bench kernels` or a model run without editing code:
+    MMX_KERNEL_CONFIG='{"chunk": 64, "fwd_stages": 3}'. Raises ValueError naming `source` for anything else.
+    """
+    if not text.strip():
+        return KernelConfig()
+    try:
+        changes = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{source} is not valid JSON ({err.msg}): {text!r}") from None
+    if not isinstance(changes, dict):
+        raise ValueError(f"{source} must be a JSON object of KernelConfig fields, got {text!r}")
+    known = [f.name for f in dataclasses.fields(KernelConfig)]
+    unknown = sorted(set(changes) - set(known))
+    if unknown:
+        raise ValueError(f"{source} sets unknown fields {', '.join(unknown)}; known: {', '.join(known)}")
+    try:
+        return KernelConfig(**changes)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
+
+
+DEFAULT_CONFIG = config_from_json(os.environ.get(CONFIG_ENV, ""))
 
 
 @dataclass(frozen=True)

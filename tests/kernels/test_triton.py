@@ -78,6 +78,32 @@ def test_forward(device: str, dtype: torch.dtype, tol: float, shape: tuple[int, 
     assert rel_rms(s, s_ref) < tol
 
 
+# The outputs kernel's two forms, at block sizes that put the heads below on different sides of FACTOR_LIMIT.
+FORMS = {
+    "factored-16rows": KernelConfig(chunk=16, segment=48),
+    "factored-64rows": KernelConfig(chunk=64, segment=128),
+    "factored-split": KernelConfig(chunk=32, segment=80, value_split=2),
+    "masked": KernelConfig(fwd_form="masked", chunk=32, segment=80),
+}
+
+
+@pytest.mark.parametrize(("device", "dtype", "tol"), CASES)
+@pytest.mark.parametrize("config", list(FORMS), ids=list(FORMS))
+def test_forward_forms_and_steep_decays(device: str, dtype: torch.dtype, tol: float, config: str) -> None:
+    """Each head goes to the walk its decay allows (0.02: factored at any block size; 0.9: at 16-64 rows; 3.0: at
+    16 rows only, masked otherwise). A head no launch took would stay NaN; one factored out of range would overflow."""
+    torch.manual_seed(9)
+    T, D = 200, 32
+    q, k, v = random_qkv(1, T, 3, D, dtype=dtype, device=device)
+    slope = torch.tensor([0.02, 0.9, 3.0], device=device)
+    h0 = torch.randn(1, 3, D, D, device=device)
+    o_ref, s_ref = naive_recurrence(q, k, v, slope, h0)
+    o, s = _attn_triton(FORMS[config], q=q, k=k, v=v, slope=slope, initial_state=h0, output_final_state=True)
+    for h in range(3):
+        assert rel_rms(o[:, :, h], o_ref[:, :, h]) < tol, h
+        assert rel_rms(s[:, h], s_ref[:, h]) < tol, h
+
+
 @pytest.mark.parametrize(("device", "dtype", "tol"), CASES)
 @pytest.mark.parametrize(
     ("seqlen", "config"),

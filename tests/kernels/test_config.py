@@ -1,0 +1,61 @@
+"""KernelConfig: validation, the MMX_KERNEL_CONFIG override, and how launches shrink per kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmx.kernels.plan import CONFIG_ENV, KernelConfig, config_from_json
+
+
+def test_json_sets_fields_over_the_defaults() -> None:
+    config = config_from_json('{"chunk": 64, "fwd_form": "masked", "local_stages": null}')
+    assert config == KernelConfig(chunk=64, fwd_form="masked")
+    assert config.changes() == {"chunk": 64, "fwd_form": "masked"}
+    assert config_from_json("") == config_from_json(" {} ") == KernelConfig()
+    assert config_from_json(json.dumps(config.changes())) == config  # what the sweep emits round-trips
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("chunk=64", "not valid JSON"),
+        ("[64]", "must be a JSON object"),
+        ('{"chunks": 64}', "unknown fields chunks"),
+        ('{"chunk": 48}', "chunk must be a power of two"),
+        ('{"local_chunk": 8}', "at least 16"),
+        ('{"fwd_warps": 3}', "fwd_warps must be a power of two"),
+        ('{"fwd_stages": 0}', "fwd_stages must be a positive integer"),
+        ('{"value_split": true}', "value_split must be a positive integer"),
+        ('{"bwd_chunk": null}', "bwd_chunk must be a positive integer"),
+        ('{"fwd_form": "fused"}', "fwd_form must be one of factored, masked"),
+    ],
+)
+def test_bad_json_names_the_variable_and_the_field(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=CONFIG_ENV) as err:
+        config_from_json(text)
+    assert message in str(err.value)
+
+
+def test_environment_sets_the_default_config_at_import() -> None:
+    """The override a tuning run hands to `mmx bench kernels`: read once, when the kernels are first imported."""
+    code = "from mmx.kernels.plan import DEFAULT_CONFIG; print(DEFAULT_CONFIG.changes())"
+    env = {**os.environ, CONFIG_ENV: '{"chunk": 64, "value_split": 2}'}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "{'chunk': 64, 'value_split': 2}"
+
+
+def test_shrink_works_on_the_phase_that_failed() -> None:
+    """Out of shared memory: one stage first, then half the rows, on the fields of the kernel that ran out."""
+    bf16 = torch.bfloat16
+    config = KernelConfig(local_stages=3)
+    assert config.shrink(128, bf16, "fwd_out") == config.with_(fwd_stages=1, chunk=128)
+    assert config.shrink(128, bf16, "fwd_local") == config.with_(local_stages=1, local_chunk=128)
+    assert config.with_(local_stages=1).shrink(128, bf16, "fwd_local") == config.with_(local_stages=1, local_chunk=64)
+    assert config.shrink(128, bf16, "bwd_dq") == config.with_(bwd_stages=1, bwd_chunk=64)
+    assert KernelConfig(chunk=16, fwd_stages=1).shrink(128, bf16, "fwd_out") is None
