@@ -29,16 +29,21 @@ INPUT_SCALE = 0.1  # the peer measurements in the spec used inputs scaled by 0.1
 SDPA_MAX = 2**21
 TORCH_FWD_MAX = 2**19
 TORCH_BWD_MAX = 2**17
-# Config variants the tuning sweep times (fields changed from the default), chosen to test one idea each.
-FWD_VARIANTS: list[dict[str, Any]] = [
-    {},
-    {"chunk": 64},
-    {"chunk": 64, "fwd_stages": 3},
-    {"fwd_stages": 3},
-    {"fwd_warps": 4},
-    {"value_split": 2},
-    {"programs_per_sm": 2},
+# Forward configs worth timing against each other, as (name, changes from the built-in defaults), the likeliest
+# first so a cut-short sweep (kernels/sweep.py) has measured them; `mmx bench kernels --tune` times them too.
+FWD_CANDIDATES: list[tuple[str, dict[str, Any]]] = [
+    ("default", {}),
+    ("masked", {"fwd_form": "masked"}),  # the outputs kernel of the previous H200 run (74 registers spilled)
+    ("split-64rows-4warps", {"chunk": 64, "value_split": 2, "fwd_warps": 4}),  # no spills, 2 programs per SM
+    ("64rows-3stages", {"chunk": 64, "fwd_stages": 3}),
+    ("split-8warps", {"value_split": 2, "fwd_warps": 8}),
+    ("split-64rows-8warps-3stages", {"chunk": 64, "value_split": 2, "fwd_warps": 8, "fwd_stages": 3}),
+    ("local-64rows-3stages", {"local_chunk": 64, "local_stages": 3}),  # 128 registers: 2 local programs per SM
+    ("local-64rows-4stages", {"local_chunk": 64, "local_stages": 4}),
+    ("1stage", {"fwd_stages": 1}),
+    ("16warps", {"fwd_warps": 16}),  # a 128-register cap: spills more, listed to show it
 ]
+FWD_VARIANTS: list[dict[str, Any]] = [changes for _, changes in FWD_CANDIDATES]
 BWD_VARIANTS: list[dict[str, Any]] = [
     {},
     {"bwd_stages": 3},
