@@ -35,6 +35,7 @@ R = TypeVar("R")
 # underflows. Heads with steeper decays (s > 0.61 at 128-row blocks) take the exact masked walk.
 FACTOR_LIMIT = 40.0
 _FITTED: dict[tuple, KernelConfig] = {}  # (phase, head dims, dtype, device, asked config) -> config that fits
+Launch = tuple[dict[str, object], dict[str, int]]  # a kernel's constexpr arguments and its launch options
 
 
 @triton.jit
@@ -290,21 +291,44 @@ def fitting(phase: str, launch: Callable[[KernelConfig], R], config: KernelConfi
         return result
 
 
+def local_launch(config: KernelConfig, dtype: torch.dtype, heads: int, dim_k: int, dim_v: int) -> Launch:
+    """Constexprs, warps and stages of the local-state kernel for inputs of `dtype` (also read by `kernels.ptxas`)."""
+    n_v = config.split(config.value_split, dim_v)
+    warps = config.local_warps if config.local_warps is not None else config.fwd_warps
+    meta = dict(H=heads, K=dim_k, V=dim_v, BT=config.local_rows(dim_k, dtype), BV=dim_v // n_v, N_V=n_v,
+                PREC=dot_precision(dtype))  # fmt: skip
+    stages = config.local_stages if config.local_stages is not None else config.fwd_stages
+    return meta, {"num_warps": config.warps(warps, dim_k * dim_v // n_v), "num_stages": stages}
+
+
+def output_walks(config: KernelConfig, dtype: torch.dtype) -> tuple[int, ...]:
+    """The WALKs of the outputs kernel to launch: the factored form (not for fp16, whose range is too small) runs as
+    two launches over the same grid, one for the heads within FACTOR_LIMIT and one that runs the rest masked, so
+    neither pays for the other's registers."""
+    return (1, 2) if config.fwd_form == "factored" and dtype != torch.float16 else (0,)
+
+
+def output_launch(config: KernelConfig, dtype: torch.dtype, heads: int, dim_k: int, dim_v: int, walk: int, start: int,
+                  store_final: bool) -> Launch:  # fmt: skip
+    """Constexprs, warps and stages of the outputs kernel (also read by `kernels.ptxas`)."""
+    n_v = config.split(config.value_split, dim_v)
+    meta = dict(H=heads, K=dim_k, V=dim_v, BT=config.fwd_chunk(dim_k, dtype), BV=dim_v // n_v, N_V=n_v, START=start,
+                STORE_FINAL=store_final, STATE_BF16=dtype == torch.bfloat16, WALK=walk, FACTOR_LIMIT=FACTOR_LIMIT,
+                PREC=dot_precision(dtype))  # fmt: skip
+    return meta, {"num_warps": config.warps(config.fwd_warps, dim_k * dim_v // n_v), "num_stages": config.fwd_stages}
+
+
 def local_states(
     k: torch.Tensor, v: torch.Tensor, slope: torch.Tensor, plan: SegmentPlan, config: KernelConfig
 ) -> tuple[torch.Tensor, object]:
     """Each non-final segment's own state contribution, fp32 [S, H, K, V]; also returns the compiled kernel."""
     _, _, H, K = k.shape
     V = v.shape[-1]
-    n_v = config.split(config.value_split, V)
+    meta, options = local_launch(config, k.dtype, H, K, V)
     local = torch.empty(plan.n_segments, H, K, V, dtype=torch.float32, device=k.device)
-    warps = config.local_warps if config.local_warps is not None else config.fwd_warps
-    kernel = _local_state_kernel[(plan.local_segs.numel() * n_v, H)](
-        k, v, slope, local, plan.local_segs, plan.seg_bos, plan.seg_len,
-        *rows_view(k), *rows_view(v),
-        H=H, K=K, V=V, BT=config.local_rows(K, k.dtype), BV=V // n_v, N_V=n_v, PREC=dot_precision(k.dtype),
-        num_warps=config.warps(warps, K * V // n_v),
-        num_stages=config.local_stages if config.local_stages is not None else config.fwd_stages,
+    kernel = _local_state_kernel[(plan.local_segs.numel() * meta["N_V"], H)](
+        k, v, slope, local, plan.local_segs, plan.seg_bos, plan.seg_len, *rows_view(k), *rows_view(v),
+        **meta, **options,
     )  # fmt: skip
     return local, kernel
 
@@ -327,25 +351,16 @@ def outputs(
     """
     B, T, H, K = q.shape
     V = v.shape[-1]
-    n_v = config.split(config.value_split, V)
     o = torch.empty(B, T, H, V, dtype=q.dtype, device=q.device)
-    start_mode = 0 if h_start is None else (2 if per_segment else 1)
-    # the factored walk (not for fp16, whose range is too small) runs as two launches over the same grid, one that
-    # takes the heads within FACTOR_LIMIT and one that runs the rest masked, so neither pays the other's registers
-    walks = (1, 2) if config.fwd_form == "factored" and q.dtype != torch.float16 else (0,)
-
-    def launch(walk: int) -> object:
-        return _output_kernel[(plan.n_segments * n_v, H)](
+    start = 0 if h_start is None else (2 if per_segment else 1)
+    kernels = []
+    for walk in output_walks(config, q.dtype):
+        meta, options = output_launch(config, q.dtype, H, K, V, walk, start, final is not None)
+        kernels.append(_output_kernel[(plan.n_segments * meta["N_V"], H)](
             q, k, v, o, slope, h_start if h_start is not None else o, final if final is not None else o,
             plan.seg_bos, plan.seg_len, plan.seg_seq, plan.seq_ptr,
-            *rows_view(q), *rows_view(k), *rows_view(v), *rows_view(o),
-            H=H, K=K, V=V, BT=config.fwd_chunk(K, k.dtype), BV=V // n_v, N_V=n_v, START=start_mode,
-            STORE_FINAL=final is not None, STATE_BF16=q.dtype == torch.bfloat16, WALK=walk, FACTOR_LIMIT=FACTOR_LIMIT,
-            PREC=dot_precision(q.dtype),
-            num_warps=config.warps(config.fwd_warps, K * V // n_v), num_stages=config.fwd_stages,
-        )  # fmt: skip
-
-    kernels = [launch(walk) for walk in walks]
+            *rows_view(q), *rows_view(k), *rows_view(v), *rows_view(o), **meta, **options,
+        ))  # fmt: skip
     return o, kernels[0]
 
 

@@ -59,3 +59,19 @@ def test_shrink_works_on_the_phase_that_failed() -> None:
     assert config.with_(local_stages=1).shrink(128, bf16, "fwd_local") == config.with_(local_stages=1, local_chunk=64)
     assert config.shrink(128, bf16, "bwd_dq") == config.with_(bwd_stages=1, bwd_chunk=64)
     assert KernelConfig(chunk=16, fwd_stages=1).shrink(128, bf16, "fwd_out") is None
+
+
+@pytest.mark.slow
+def test_default_outputs_kernel_fits_hopper_without_the_masked_spills() -> None:
+    """Compiled for sm_90 (no GPU needed): the default bf16 D=128 outputs kernel fits an H100/H200's 227 KiB of
+    shared memory and spills a small fraction of what the masked form spills (74 registers on an H200)."""
+    code = (
+        "from mmx.kernels.plan import KernelConfig; from mmx.kernels.ptxas import forward_usage; "
+        "f = forward_usage(KernelConfig())['outputs factored']; m = forward_usage(KernelConfig(fwd_form='masked'), "
+        "arch=90)['outputs']; print(f.regs, f.spill_bytes, f.shared, m.spill_bytes)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    regs, spilled, shared, masked_spilled = map(int, done.stdout.split())
+    assert regs <= 255 and shared <= 232448
+    assert masked_spilled >= 200 and spilled * 4 <= masked_spilled
