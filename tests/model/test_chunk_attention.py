@@ -28,7 +28,7 @@ def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     keys = k.double().repeat_interleave(H // KV, dim=2)  # [B, S, H, D]
     values = v.double().repeat_interleave(H // KV, dim=2)
     scores = torch.einsum("bthd,bshd->bhts", q.double(), keys) / math.sqrt(D)  # [B, H, T, S]
-    visible = torch.ones(T, S, dtype=torch.bool).tril(S - T)
+    visible = torch.ones(T, S, dtype=torch.bool, device=scores.device).tril(S - T)
     weights = scores.masked_fill(~visible, -math.inf).softmax(dim=-1)
     return torch.einsum("bhts,bshd->bthd", weights, values)  # [B, T, H, D]
 
