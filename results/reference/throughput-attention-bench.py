@@ -36,12 +36,14 @@ CHECKED_ROWS = 128  # queries per checked chunk compared with the fp32 reference
 
 
 def paths(length: int) -> dict[str, Path]:
-    """The chunked paths compared: the two of the model, and the split path restricted to one kind of kernel."""
+    """The chunked paths compared: the two of the model, the split path restricted to FlashAttention-2, and the split
+    path with no block limit, where `key_pieces` cuts each chunk's cached keys into powers of two (up to half the
+    prompt; session 2's JSON names this row "split, cuDNN in one call per chunk", which it is not)."""
     return {
         "masked": ca.masked_attention,
         "split": ca.split_attention,
         "split, FlashAttention-2 only": lambda q, k, v: ca.split_attention(q, k, v, order=("flash", "cpu")),
-        "split, cuDNN in one call per chunk": lambda q, k, v: ca.split_attention(q, k, v, key_block=length),
+        "split, no key block limit": lambda q, k, v: ca.split_attention(q, k, v, key_block=length),
     }
 
 
