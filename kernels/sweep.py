@@ -155,8 +155,8 @@ def _warm_one(changes: dict[str, Any], heads: int, dim: int) -> None:
     """Compile one candidate's forward kernels (in a worker process; Triton keeps them in its disk cache)."""
     from .triton_attn import lightning_attn_triton
 
-    q, k, v, slope = _inputs(WARM_LENGTH, heads, dim)
     try:
+        q, k, v, slope = _inputs(WARM_LENGTH, heads, dim)
         with torch.no_grad():
             lightning_attn_triton(q, k, v, slope, config=KernelConfig(**changes))
         torch.cuda.synchronize()

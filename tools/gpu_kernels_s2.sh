@@ -9,12 +9,12 @@
 # A step cut short keeps what it finished: pytest prints each result as it comes, the sweep prints a line per
 # candidate, the bench rewrites its JSON after every record (the targets are then computed from those records).
 #
-# Usage, from the repository root on the GPU machine (BUDGET_S: seconds for all three steps, default 230):
+# Usage, from the repository root on the GPU machine (BUDGET_S: seconds for all three steps, default 225):
 #   source tools/device_env.sh; bash tools/gpu_kernels_s2.sh
 set -uo pipefail
 : "${OUT:?set OUT to the folder the results go to}"
 export PYTHONUNBUFFERED=1
-budget=${BUDGET_S:-230}
+budget=${BUDGET_S:-225}
 t0=$(date +%s)
 tests_log=$OUT/kernels-gpu-tests.log
 run_log=$OUT/kernels-run.log
