@@ -8,7 +8,8 @@ least total time among those that ran at every length and agree with the referen
 MMX_KERNEL_CONFIG takes, so that a following `mmx bench kernels` (or any run) uses it without a code change.
 
 Candidates are compiled first in parallel worker processes (Triton keeps the binaries in its disk cache), so the
-timed loop does not wait on the compiler; `--budget` stops starting new candidates once that many seconds passed.
+timed loop does not wait on the compiler; `--compile-only` does just that (e.g. while something else uses the GPU),
+and `--budget` stops starting new candidates once that many seconds passed.
 """
 
 from __future__ import annotations
@@ -224,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--head-dim", type=int, default=128)
     parser.add_argument("--bandwidth", type=float, default=None, help="HBM TB/s for the floor (default: measured)")
     parser.add_argument("--budget", type=float, default=60.0, help="seconds after which no candidate starts")
-    parser.add_argument("--workers", type=int, default=8, help="processes compiling candidates up front")
+    parser.add_argument("--workers", type=int, default=8, help="processes compiling candidates up front (0: none)")
+    parser.add_argument("--compile-only", action="store_true", help="compile the candidates, measure nothing")
     parser.add_argument("--emit", default=None, help="write the winner's MMX_KERNEL_CONFIG JSON to this file")
     args = parser.parse_args(argv)
     try:
@@ -234,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("the sweep needs a CUDA GPU", file=sys.stderr)
         return 2
+    if args.compile_only:
+        warm([changes for _, changes in FWD_CANDIDATES], args.heads, args.head_dim, args.workers)
+        return 0
     _, winner = run(lengths, args.heads, args.head_dim, args.bandwidth, args.budget, args.workers)
     if winner is None:
         print("no candidate ran correctly at every length; keeping the built-in defaults", flush=True)
