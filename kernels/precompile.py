@@ -6,6 +6,7 @@ compiling takes minutes, all inside the benchmark's first fla call. Here `--part
 fla autotuner a disjoint slice of its configs and run fla's forward and backward once on a short sequence, so Triton
 compiles the slices side by side into its disk cache. The workers' own autotune picks are neither kept
 (FLA_CACHE_RESULTS=0) nor meaningful; the benchmark autotunes over every config as usual, finding them compiled.
+One worker also runs our backward and decode once (the forward candidates are `mmx.kernels.sweep --compile-only`'s).
 
     python3 -m mmx.kernels.precompile --parts 8 --timeout 90
 """
@@ -48,13 +49,19 @@ def compile_part(part: int, parts: int, heads: int, dim: int) -> int:
     import fla.ops.simple_gla  # noqa: F401  (loads the modules whose autotuners get sliced)
 
     from .bench import KernelBench
+    from .dispatch import lightning_decode
 
     tuners = slice_autotuners(part, parts)
     bench = KernelBench(torch.device("cuda"))
     q, k, v, slope = bench._inputs(1, WARM_LENGTH, heads, dim)
-    leaves = [x.requires_grad_() for x in (q, k, v)]
-    o = bench._fla(*leaves, slope)
-    torch.autograd.grad(o, leaves, torch.randn_like(o))
+    runs = [bench._fla] if part else [bench._fla, bench._ours()]  # one worker also compiles our backward and decode
+    for run in runs:
+        leaves = [x.detach().requires_grad_() for x in (q, k, v)]
+        o = run(*leaves, slope)
+        torch.autograd.grad(o, leaves, torch.randn_like(o))
+    if not part:
+        state = torch.zeros(4, heads, dim, dim, device=q.device)
+        lightning_decode(q[0, :4], k[0, :4], v[0, :4], slope, state)  # [4, H, D]: four sequences, one token each
     torch.cuda.synchronize()
     return tuners
 
