@@ -248,7 +248,7 @@ def _output_kernel(
     p_k0 = k + bos * stride_kt + i_h * stride_kh
     p_v0 = v + bos * stride_vt + i_h * stride_vh
     p_o0 = o + bos * stride_ot + i_h * stride_oh
-    steep = s * (BT // 2 + 1) > FACTOR_LIMIT  # too steep for the factored walk's range
+    steep = tl.abs(s) * (BT // 2 + 1) > FACTOR_LIMIT  # too steep (either way) for the factored walk's range
     if WALK == 1:
         if not steep:
             o_vk = o_v[:, None] + o_k[None, :] * V  # [BV, K] offsets of the transposed block of a [K, V] state
