@@ -41,7 +41,7 @@ elapsed() { echo "$(($(date +%s) - t0)) s"; }
 header "tools/gpu_kernels_s2.sh, budget ${budget}s" >"$run_log"
 
 # 1. tests (the interpreter cases skip themselves where CUDA is present). Alongside, on the CPU, the sweep's
-#    candidates and fla's autotuning configs compile into Triton's disk cache; their GPU use is a few short calls.
+#    candidates and fla's autotuning configs compile into Triton's disk cache (their GPU use is light).
 python3 -m mmx.kernels.precompile --parts 8 --timeout 70 >"$compile_log" 2>&1 &
 compiling=($!)
 timeout -k 5 80 python3 -m mmx.kernels.sweep --compile-only --workers 8 >>"$compile_log" 2>&1 &
