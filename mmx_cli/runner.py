@@ -28,6 +28,13 @@ from mmx.sizes import format_size
 _UNPINNED_MODEL_KEYS = frozenset({"device"})
 
 
+def _pinned_model(model: Mapping[str, Any]) -> dict[str, Any]:
+    """The model fields a resumed run must match. Weights known by their digest may sit at another path (a
+    moved checkout, a copy on a GPU machine); weights known only by their path must stay there."""
+    unpinned = _UNPINNED_MODEL_KEYS | ({"checkpoint"} if "weights_sha256" in model else set())
+    return {key: value for key, value in model.items() if key not in unpinned}
+
+
 class Progress(Protocol):
     """What the runner reports while it works; the CLI draws it, tests and benchmarks may ignore it."""
 
@@ -92,7 +99,7 @@ class Sweep:
             "seed": self.seed,
             "answer_prefix": self.answer_prefix,
             "task_params": {name: task.params() for name, task in self.tasks.items()},
-            "model": {key: value for key, value in model.items() if key not in _UNPINNED_MODEL_KEYS},
+            "model": _pinned_model(model),
         }
 
 

@@ -260,6 +260,24 @@ def test_different_parameters_on_the_same_directory_are_refused(tmp_path):
     )
 
 
+def test_weights_known_by_digest_resume_from_another_path_and_others_do_not(tmp_path):
+    backend = ScriptedBackend()
+    sweep = _sweep([KeyTask("a")])
+    for name, digest in (("digest", {"weights_sha256": "abc"}), ("path-only", {})):
+        here = {**backend.describe(), "checkpoint": "/home/me/mmx/weights", **digest}
+        there = {**here, "checkpoint": "/scratch/copy/weights"}
+        store = RunStore(tmp_path / name)
+        store.open(run_metadata("eval", ["mmx"], "test", here, sweep.params(here)))
+        if digest:
+            assert store.open(run_metadata("eval", ["mmx"], "test", there, sweep.params(there)))
+        else:
+            with pytest.raises(MmxError, match=r"different parameters \(model\)"):
+                store.open(run_metadata("eval", ["mmx"], "test", there, sweep.params(there)))
+        changed = {**there, **digest, "weights_sha256": "def"}
+        with pytest.raises(MmxError, match=r"different parameters \(model\)"):
+            store.open(run_metadata("eval", ["mmx"], "test", changed, sweep.params(changed)))
+
+
 def test_a_resumed_run_keeps_its_out_of_memory_frontier(tmp_path):
     sweep = _sweep([LengthTaggedTask("a")], lengths=(1000, 2000, 4000), batch_size=1)
     tight = ScriptedBackend(budget=1000)
