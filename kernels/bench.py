@@ -38,7 +38,7 @@ FWD_CANDIDATES: list[tuple[str, dict[str, Any]]] = [
     ("64rows-3stages", {"chunk": 64, "fwd_stages": 3}),
     ("split-8warps", {"value_split": 2, "fwd_warps": 8}),
     ("split-64rows-8warps-3stages", {"chunk": 64, "value_split": 2, "fwd_warps": 8, "fwd_stages": 3}),
-    ("local-64rows-3stages", {"local_chunk": 64, "local_stages": 3}),  # 128 registers: 2 local programs per SM
+    ("local-128rows-2stages", {"local_chunk": 128, "local_stages": 2}),  # the local default before the s2 sweep
     ("local-64rows-4stages", {"local_chunk": 64, "local_stages": 4}),
     ("1stage", {"fwd_stages": 1}),
     ("16warps", {"fwd_warps": 16}),  # a 128-register cap: spills more, listed to show it

@@ -297,7 +297,7 @@ def local_launch(config: KernelConfig, dtype: torch.dtype, heads: int, dim_k: in
     warps = config.local_warps if config.local_warps is not None else config.fwd_warps
     meta = dict(H=heads, K=dim_k, V=dim_v, BT=config.local_rows(dim_k, dtype), BV=dim_v // n_v, N_V=n_v,
                 PREC=dot_precision(dtype))  # fmt: skip
-    stages = config.local_stages if config.local_stages is not None else config.fwd_stages
+    stages = config.local_pipeline(dim_k, dtype)
     return meta, {"num_warps": config.warps(warps, dim_k * dim_v // n_v), "num_stages": stages}
 
 

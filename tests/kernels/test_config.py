@@ -50,13 +50,28 @@ def test_environment_sets_the_default_config_at_import() -> None:
     assert done.stdout.strip() == "{'chunk': 64, 'value_split': 2}"
 
 
+def test_local_state_default_is_scoped_to_what_the_sweep_measured() -> None:
+    """64 rows and 3 stages for bf16 at head dim 128 (the H200 sweep's winner); elsewhere the forward's rows and
+    stages as before; fields set explicitly always win."""
+    bf16, fp16 = torch.bfloat16, torch.float16
+    config = KernelConfig()
+    assert (config.local_rows(128, bf16), config.local_pipeline(128, bf16)) == (64, 3)
+    assert (config.fwd_chunk(128, bf16), config.fwd_stages) == (128, 2)  # the outputs kernel keeps its own
+    assert (config.local_rows(128, fp16), config.local_pipeline(128, fp16)) == (64, 2)
+    assert (config.local_rows(64, bf16), config.local_pipeline(64, bf16)) == (64, 2)
+    assert KernelConfig(fwd_stages=1).local_pipeline(64, torch.float32) == 1
+    explicit = KernelConfig(local_chunk=128, local_stages=2)
+    assert (explicit.local_rows(128, bf16), explicit.local_pipeline(128, bf16)) == (128, 2)
+
+
 def test_shrink_works_on_the_phase_that_failed() -> None:
     """Out of shared memory: one stage first, then half the rows, on the fields of the kernel that ran out."""
     bf16 = torch.bfloat16
-    config = KernelConfig(local_stages=3)
+    config = KernelConfig()
     assert config.shrink(128, bf16, "fwd_out") == config.with_(fwd_stages=1, chunk=128)
-    assert config.shrink(128, bf16, "fwd_local") == config.with_(local_stages=1, local_chunk=128)
-    assert config.with_(local_stages=1).shrink(128, bf16, "fwd_local") == config.with_(local_stages=1, local_chunk=64)
+    assert config.shrink(128, bf16, "fwd_local") == config.with_(local_stages=1, local_chunk=64)
+    assert config.with_(local_stages=1).shrink(128, bf16, "fwd_local") == config.with_(local_stages=1, local_chunk=32)
+    assert KernelConfig(local_chunk=128).shrink(128, bf16, "fwd_local") == KernelConfig(local_chunk=128, local_stages=1)
     assert config.shrink(128, bf16, "bwd_dq") == config.with_(bwd_stages=1, bwd_chunk=64)
     assert KernelConfig(chunk=16, fwd_stages=1).shrink(128, bf16, "fwd_out") is None
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from mmx.kernels import sweep
+from mmx.kernels import sweep, triton_fwd
 from mmx.kernels.bench import FWD_CANDIDATES
 from mmx.kernels.plan import KernelConfig
 from mmx.kernels.sweep import Row, main, merged, pick
@@ -20,11 +20,22 @@ def _row(name: str, changes: dict, length: int, ms: float, local: float = 1.0, o
     return Row(name, changes, length, ms=ms, local_ms=local, outputs_ms=out, floor_fraction=0.4, **kw)  # type: ignore[arg-type]
 
 
-def test_candidates_are_valid_distinct_configs() -> None:
+def _launches(config: KernelConfig) -> str:
+    """What the sweep runs with `config` (bf16, D=128): the two kernels' launches and the segmenting fields."""
+    bf16 = torch.bfloat16
+    outputs = [triton_fwd.output_launch(config, bf16, 8, 128, 128, walk, 2, False)
+               for walk in triton_fwd.output_walks(config, bf16)]  # fmt: skip
+    segmenting = (config.segment, config.programs_per_sm, config.max_segment)
+    return repr((triton_fwd.local_launch(config, bf16, 8, 128, 128), outputs, segmenting))
+
+
+def test_candidates_are_valid_distinct_launches() -> None:
+    """Every candidate launches something the others do not (a candidate that spells out a default wastes the
+    sweep's budget re-measuring it)."""
     names = [name for name, _ in FWD_CANDIDATES]
     assert len(set(names)) == len(names) and FWD_CANDIDATES[0] == ("default", {})
-    configs = [KernelConfig(**changes) for _, changes in FWD_CANDIDATES]
-    assert len(set(configs)) == len(configs)
+    launches = [_launches(KernelConfig(**changes)) for _, changes in FWD_CANDIDATES]
+    assert len(set(launches)) == len(launches)
 
 
 def test_pick_takes_the_least_total_among_complete_correct_candidates() -> None:
