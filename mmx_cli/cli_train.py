@@ -66,7 +66,8 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="Run directory; rerunning on it resumes from its checkpoint.")],
     stages: str = typer.Option("4k:200", help="Row length and steps per stage: LEN:STEPS[:ROPE_THETA],…"),
     data: str = typer.Option(
-        "ruler,niah", help="Task, suite or dense-source (drill, recall) names, optional weights: drill=4,ruler=2."
+        "drill=4,ruler=2,niah=1",
+        help="Task, suite or dense-source (drill, recall) names with optional weights (default: mmx-mini's mix).",
     ),
     model: str = typer.Option("mmx-mini", "--model", help="Architecture preset for a model trained from scratch."),
     init: str | None = typer.Option(None, help="Start from these weights instead (directory, mmx:PATH or name)."),
