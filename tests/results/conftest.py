@@ -14,22 +14,8 @@ from typing import Any
 import pytest
 
 from mmx.results.store import RunStore
+from mmx.tasks import RULER_TASKS
 
-RULER_TASKS = [
-    "niah_single_1",
-    "niah_single_2",
-    "niah_single_3",
-    "niah_multikey_1",
-    "niah_multikey_2",
-    "niah_multikey_3",
-    "niah_multivalue",
-    "niah_multiquery",
-    "vt",
-    "cwe",
-    "fwe",
-    "qa_1",
-    "qa_2",
-]
 K = 1024
 
 
