@@ -4,6 +4,8 @@
 #
 #   mini4m        mmx bench throughput on the shipped mmx-mini, prefill and decode at 1M and 4M (#9: 4M on an H100)
 #   arch1m        `small` ×8 layers, hybrid vs all-softmax prefill at 1M (#9: hybrid ≥ 5× faster)
+#   arch1m:CHUNK  the same with prefill chunks of CHUNK tokens (auto picks 16384 for `small`)
+#   profile       results/reference/throughput-profile-prefill.py: `small` ×8 prefill of 256k by chunk size, profiled
 #   slice1m       4 layers of minimax-text-01, ours vs transformers, prefill 1M (#9: completes on an H200)
 #   ktests        the CUDA kernel tests (tests/kernels), under the current launch defaults
 #   kshort        kernel prefill 4k…256k, default outputs form vs MMX_KERNEL_CONFIG fwd_form=masked (short-T cost)
@@ -50,6 +52,9 @@ part() {
   case $1 in
     mini4m) bench mmx-mini-4m 150 --model mmx-mini --lengths 1m,4m --batch-sizes 1,64 ;;
     arch1m) bench arch-1m 130 --model random:small --layers 8 --arch hybrid,softmax --lengths 1m --batch-sizes 1 ;;
+    arch1m:*) bench "arch-1m-chunk${1#arch1m:}" 130 --model random:small --layers 8 --arch hybrid,softmax \
+      --lengths 1m --batch-sizes 1 --chunk-size "${1#arch1m:}" ;;
+    profile) step profile 90 python3 results/reference/throughput-profile-prefill.py ;;
     slice1m) bench slice-1m 200 --model random:minimax-text-01 --layers 4 --compare-transformers --lengths 1m \
       --batch-sizes 1 ;;
     ktests) step ktests 120 python3 -m pytest -q -p no:cacheprovider tests/kernels >"$OUT/ktests.log" 2>&1
