@@ -24,8 +24,9 @@ from mmx.results.aggregate import cell_scores
 from mmx.results.store import RunStore, sample_key
 from mmx.sizes import format_size
 
-# describe() keys that say where a model ran rather than what it computes: a run may resume elsewhere.
-_UNPINNED_MODEL_KEYS = frozenset({"device"})
+# describe() keys that say where and how a model ran rather than what it computes (the prefill chunk changes only
+# rounding): a run may resume elsewhere.
+_UNPINNED_MODEL_KEYS = frozenset({"device", "prefill_chunk"})
 
 
 def _pinned_model(model: Mapping[str, Any]) -> dict[str, Any]:

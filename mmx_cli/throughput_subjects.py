@@ -20,11 +20,9 @@ import torch
 from mmx.errors import MmxError
 from mmx.model.chunk_attention import DEFAULT_PREFILL_PATH, prefill_path
 from mmx.model.config import LIGHTNING, SOFTMAX, MiniMaxConfig
+from mmx.model.generate import auto_chunk
 
 ARCHS = ("hybrid", "softmax", "lightning")
-MIN_CHUNK, MAX_CHUNK = 4096, 65536  # `auto_chunk`'s range of prefill chunk sizes (tokens)
-ACTIVATION_BUDGET = 2 * 2**30  # bytes of live activations an automatic prefill chunk may plan for
-ACTIVATION_VECTORS = 24  # hidden-width vectors alive per token during a layer (a deliberate over-estimate)
 HF_BLOCK_SIZE = 256  # transformers' lightning attention block (its config default, MiniMax-Text-01's value)
 _DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
@@ -297,22 +295,6 @@ def _random_spec(rest: str) -> tuple[str, int]:
     if seed_text and not seed_text.isdigit():
         raise MmxError(f"bad seed {seed_text!r} in random:{rest}", "write random:PRESET or random:PRESET:SEED")
     return preset, int(seed_text or 0)
-
-
-def auto_chunk(config: MiniMaxConfig, elem_bytes: int) -> int:
-    """The largest power of two in [MIN_CHUNK, MAX_CHUNK] tokens whose prefill activations fit ACTIVATION_BUDGET.
-
-    Per token a chunk holds about ACTIVATION_VECTORS hidden-width vectors (residual, norms, q/k/v/gate/output
-    projections, attention output) and three expert-width vectors per routed expert. Small models then take long
-    chunks, which amortise the fixed launch cost of every layer and expert per chunk; wide ones keep short chunks,
-    so a 25B-parameter slice prefills 1M tokens with about a gigabyte of activations beside its weights.
-    """
-    width = max(config.hidden_size, config.num_attention_heads * config.head_dim)
-    per_token = (ACTIVATION_VECTORS * width + 3 * config.num_experts_per_tok * config.intermediate_size) * elem_bytes
-    chunk = MIN_CHUNK
-    while chunk * 2 <= MAX_CHUNK and chunk * 2 * per_token <= ACTIVATION_BUDGET:
-        chunk *= 2
-    return chunk
 
 
 def _native_build(config: MiniMaxConfig, place: Placement, seed: int, path: str) -> Callable[[], Runner]:

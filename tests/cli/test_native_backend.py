@@ -7,9 +7,11 @@ import math
 import pytest
 import torch
 
+import mmx.model.generate as generation
 import mmx.model.native_backend as native
 from mmx.errors import MmxError
 from mmx.model.backend import load_backend
+from mmx.model.generate import DEFAULT_CHUNK, auto_chunk
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +58,32 @@ def test_batched_generation_equals_one_at_a_time(tiny):
     assert tiny.generate(prompts, 12) == alone
     capped = load_backend("random:tiny", batch_size=2)
     assert capped.generate(prompts, 12) == alone
+
+
+def test_prompts_stream_in_chunks_sized_by_the_activation_budget(tiny, monkeypatch):
+    assert tiny.prefill_chunk == DEFAULT_CHUNK == tiny.describe()["prefill_chunk"]  # on a CPU
+    mini = load_backend("mmx-mini")
+    assert auto_chunk(mini.config, 2) == 65536  # what a GPU takes: 15 kB of activations a token, 1 GB a chunk
+    prompts = ["needle in a haystack " * 6, "The special magic number is"]
+    whole = tiny.generate(prompts, 8)
+    pairs = [("needle in a haystack " * 4, " needle in"), ("x", "yz")]
+    scores = tiny.loglikelihood(pairs)
+    monkeypatch.setattr(tiny, "prefill_chunk", 16)  # prompts of 100+ tokens now take several chunks
+    chunks = []
+
+    def spying(original):
+        def spy(*args, **kwargs):
+            chunks.append(kwargs["chunk_size"])
+            return original(*args, **kwargs)
+
+        return spy
+
+    for name in ("generate", "token_logprobs"):
+        monkeypatch.setattr(generation, name, spying(getattr(generation, name)))
+    assert tiny.generate(prompts, 8) == whole
+    for (logprob, greedy), (again, greedy_again) in zip(scores, tiny.loglikelihood(pairs), strict=True):
+        assert again == pytest.approx(logprob, abs=1e-4) and greedy_again == greedy
+    assert chunks == [16, 16, 16]  # one generate call, one log-likelihood pass per pair
 
 
 def test_stop_strings_cut_the_continuation(tiny):

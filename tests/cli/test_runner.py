@@ -254,7 +254,8 @@ def test_different_parameters_on_the_same_directory_are_refused(tmp_path):
     with pytest.raises(MmxError, match=r"different parameters \(samples\)"):
         _open(tmp_path, other, backend)
     moved = ScriptedBackend()
-    moved.describe = lambda: {**backend.describe(), "device": "cuda:0"}  # where it runs is not what it computes
+    # where it runs, and in what prefill chunks, is not what it computes
+    moved.describe = lambda: {**backend.describe(), "device": "cuda:0", "prefill_chunk": 65536}
     assert RunStore(tmp_path / "run").open(
         run_metadata("eval", ["mmx"], "test", moved.describe(), sweep.params(moved.describe()))
     )
