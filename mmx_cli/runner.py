@@ -21,19 +21,8 @@ from typing import Any, Protocol
 
 from mmx.errors import MmxError
 from mmx.results.aggregate import cell_scores
-from mmx.results.store import RunStore, sample_key
+from mmx.results.store import RunStore, pinned_model, sample_key
 from mmx.sizes import format_size
-
-# describe() keys that say where and how a model ran rather than what it computes (the prefill chunk changes only
-# rounding): a run may resume elsewhere.
-_UNPINNED_MODEL_KEYS = frozenset({"device", "prefill_chunk"})
-
-
-def _pinned_model(model: Mapping[str, Any]) -> dict[str, Any]:
-    """The model fields a resumed run must match. Weights known by their digest may sit at another path (a
-    moved checkout, a copy on a GPU machine); weights known only by their path must stay there."""
-    unpinned = _UNPINNED_MODEL_KEYS | ({"checkpoint"} if "weights_sha256" in model else set())
-    return {key: value for key, value in model.items() if key not in unpinned}
 
 
 class Progress(Protocol):
@@ -100,7 +89,7 @@ class Sweep:
             "seed": self.seed,
             "answer_prefix": self.answer_prefix,
             "task_params": {name: task.params() for name, task in self.tasks.items()},
-            "model": _pinned_model(model),
+            "model": pinned_model(model),
         }
 
 

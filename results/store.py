@@ -11,7 +11,7 @@ import io
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,23 @@ SUMMARY_FILE = "summary.csv"
 
 SUMMARY_COLUMNS = ("task", "length", "n", "score")
 Reporter = Callable[[str], None]
+# describe() keys that say where and how a model ran rather than what it computes (the prefill chunk changes only
+# rounding): a run may resume elsewhere.
+UNPINNED_MODEL_KEYS = frozenset({"device", "prefill_chunk"})
+
+
+def pinned_model(model: Mapping[str, Any]) -> dict[str, Any]:
+    """The model fields a resumed run must match. Weights known by their digest may sit at another path (a
+    moved checkout, a copy on a GPU machine); weights known only by their path must stay there."""
+    unpinned = UNPINNED_MODEL_KEYS | ({"checkpoint"} if "weights_sha256" in model else set())
+    return {key: value for key, value in model.items() if key not in unpinned}
+
+
+def comparable_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Run parameters with the model cut to its pinned fields, so a run written before a field was unpinned (its
+    run.json still holds it) matches a new one."""
+    model = params.get("model")
+    return {**params, "model": pinned_model(model)} if isinstance(model, Mapping) else dict(params)
 
 
 def _warn(message: str) -> None:
@@ -84,13 +101,10 @@ class RunStore:
         self.ensure_writable()
         path = self.dir / RUN_FILE
         if path.exists():
-            old = self.meta
-            if old.get("params") != meta.get("params"):
-                diff = sorted(
-                    key
-                    for key in {*old.get("params", {}), *meta.get("params", {})}
-                    if old.get("params", {}).get(key) != meta.get("params", {}).get(key)
-                )
+            old_params = comparable_params(self.meta.get("params") or {})
+            new_params = comparable_params(meta.get("params") or {})
+            if old_params != new_params:
+                diff = sorted(key for key in {*old_params, *new_params} if old_params.get(key) != new_params.get(key))
                 raise MmxError(
                     f"{self.dir} holds a run with different parameters ({', '.join(diff)})",
                     "rerun with the original parameters to resume, or pass a new --out directory",

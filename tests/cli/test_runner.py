@@ -279,6 +279,18 @@ def test_weights_known_by_digest_resume_from_another_path_and_others_do_not(tmp_
             store.open(run_metadata("eval", ["mmx"], "test", changed, sweep.params(changed)))
 
 
+def test_a_run_written_before_the_path_was_unpinned_still_resumes(tmp_path):
+    backend = ScriptedBackend()
+    sweep = _sweep([KeyTask("a")])
+    model = {**backend.describe(), "checkpoint": "/home/me/mmx/weights", "weights_sha256": "abc"}
+    old = run_metadata("eval", ["mmx"], "test", model, sweep.params(model))
+    old["params"]["model"] = model  # earlier versions recorded every model field, the path included
+    store = RunStore(tmp_path / "run")
+    store.open(old)
+    moved = {**model, "checkpoint": "/scratch/copy/weights", "device": "cuda:0"}
+    assert store.open(run_metadata("eval", ["mmx"], "test", moved, sweep.params(moved)))
+
+
 def test_a_resumed_run_keeps_its_out_of_memory_frontier(tmp_path):
     sweep = _sweep([LengthTaggedTask("a")], lengths=(1000, 2000, 4000), batch_size=1)
     tight = ScriptedBackend(budget=1000)
