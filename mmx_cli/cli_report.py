@@ -35,13 +35,21 @@ def report(
         typer.Option("--reference", help=f"Add published RULER scores as a row (repeatable): {', '.join(REFERENCES)}."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the paths of the files written.")] = False,
+    separate: Annotated[
+        bool,
+        typer.Option(
+            "--separate",
+            help="Keep every run directory apart; by default runs of one model and task set at different lengths "
+            "join into one curve.",
+        ),
+    ] = False,
 ) -> None:
     """Score per task × length, RULER summary with effective length, needle heatmap, throughput; one or many runs."""
     from mmx.results.html import write_html  # matplotlib and jinja2 load only when a report is made
 
     if not 0 <= threshold <= 100:
         raise MmxError(f"--threshold {threshold:g} is outside 0–100", "scores are on a 0–100 scale; RULER uses 85.6")
-    built = Report.build(runs, references=reference or [], threshold=threshold)
+    built = Report.build(runs, references=reference or [], threshold=threshold, join=not separate)
     tables = all_tables(built)
     if markdown:
         print(report_markdown(tables), end="")

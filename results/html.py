@@ -52,11 +52,12 @@ def flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
 def run_card(run: Run, color: str) -> dict[str, Any]:
     """What the metadata card of one run shows."""
     command = run.meta.get("command")
+    commands = command.values() if isinstance(command, dict) else [command]  # a joined run: one per part
     overview = {
-        "directory": str(run.path),
+        "directory": run.directories,
         "kind": run.kind,
         "suite": run.meta.get("suite"),
-        "command": shlex.join(str(arg) for arg in command) if isinstance(command, list) else command,
+        "command": "; ".join(shlex.join(str(a) for a in c) if isinstance(c, list) else str(c) for c in commands),
         "started": run.meta.get("started_at"),
         "git commit": run.meta.get("git_commit"),
         "seed": run.params.get("seed"),

@@ -100,9 +100,13 @@ class Report:
 
     @classmethod
     def build(
-        cls, paths: Sequence[str | Path], references: Sequence[str] = (), threshold: float = DEFAULT_THRESHOLD
+        cls,
+        paths: Sequence[str | Path],
+        references: Sequence[str] = (),
+        threshold: float = DEFAULT_THRESHOLD,
+        join: bool = True,
     ) -> Report:
-        runs = load_runs(list(paths))
+        runs = load_runs(list(paths), join=join)
         return cls(
             analyses=[analyse(run, threshold) for run in runs],
             references=[get_reference(key) for key in references],
@@ -135,7 +139,7 @@ class Report:
             runs.append(
                 {
                     "label": run.label,
-                    "path": str(run.path),
+                    "path": run.directories,
                     "kind": run.kind,
                     "model": run.model,
                     "random_weights": run.random_weights,

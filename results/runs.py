@@ -16,12 +16,16 @@ from typing import Any
 
 from mmx.errors import MmxError
 from mmx.results.aggregate import OK, OOM, CellScore, cell_scores, sample_status
-from mmx.results.store import RUN_FILE, RunStore
+from mmx.results.store import RUN_FILE, RunStore, pinned_model
 from mmx.sizes import format_size, parse_size
 
 LM_EVAL_FILE = "lm_eval_results.json"
 NIAH_TASK = "niah"
 _LISTED = 6  # missing cells named one by one before "and N more"
+# eval parameters that may differ between runs joined into one curve (`join_parts`); every other one must match
+_PART_PARAMS = frozenset({"lengths", "samples"})
+# run.json fields that are per part: a joined run keeps each part's value, by directory name, where they differ
+_PART_META = ("command", "git_commit", "hardware", "versions", "started_at")
 
 
 @dataclass
@@ -35,6 +39,7 @@ class Run:
     lm_eval: dict[str, dict[str, Any]] | None
     label: str = ""
     key: str = ""  # unique within a report and safe in an HTML id: "1-mmx-mini"
+    parts: list[Run] = field(default_factory=list)  # the runs a joined run was made of (`join_parts`), else empty
 
     @classmethod
     def load(cls, path: str | Path) -> Run:
@@ -51,6 +56,16 @@ class Run:
         run = cls(path=store.dir, meta=meta, samples=store.samples(), bench=store.bench(), lm_eval=lm_eval)
         run.label = run.model_name
         return run
+
+    @property
+    def name(self) -> str:
+        """The directory name, or the parts' names joined with " + "."""
+        return " + ".join(part.path.name for part in self.parts) if self.parts else self.path.name
+
+    @property
+    def directories(self) -> str:
+        """Where the run's files are: its directory, or each part's."""
+        return ", ".join(str(part.path) for part in self.parts) if self.parts else str(self.path)
 
     @property
     def kind(self) -> str:
@@ -145,6 +160,8 @@ def progress(run: Run) -> Progress:
         return Progress(complete=bool(run.lm_eval), recorded=len(run.lm_eval or {}), notes=notes)
     if run.kind == "bench":
         return _bench_progress(run)
+    if run.parts:
+        return _joined_progress(run.parts)
     per_sample = run.params.get("samples")
     notes: list[str] = []
     short: list[tuple[str, int, int, int]] = []
@@ -187,6 +204,20 @@ def progress(run: Run) -> Progress:
     )
 
 
+def _joined_progress(parts: list[Run]) -> Progress:
+    """A joined run is complete when every part is; each part's notes keep its directory name."""
+    found = [part.progress for part in parts]
+    expected = [p.expected for p in found]
+    return Progress(
+        complete=all(p.complete for p in found),
+        recorded=sum(p.recorded for p in found),
+        expected=None if None in expected else sum(e for e in expected if e is not None),
+        failures=sum(p.failures for p in found),
+        short_cells=[cell for p in found for cell in p.short_cells],
+        notes=[f"{part.path.name}: {note}" for part, p in zip(parts, found, strict=True) for note in p.notes],
+    )
+
+
 def _bench_progress(run: Run) -> Progress:
     notes = [] if run.bench else ["no measurements on disk yet"]
     oom = [r for r in run.bench if r.get("status") == OOM]
@@ -222,16 +253,72 @@ def expand(path: Path) -> list[Path]:
     return inside or [path]  # an empty folder fails in Run.load with "not a run directory"
 
 
-def load_runs(paths: list[str | Path]) -> list[Run]:
-    """Load every run directory and give each a unique label: the model name, plus the directory where names repeat
-    (plus a counter where even those repeat, e.g. runs/a/run and runs/b/run)."""
+def _curve_key(run: Run) -> str | None:
+    """What runs must share to be parts of one curve: everything in their parameters but lengths and samples per
+    cell (the model's identity included); None for runs that are not eval sweeps over lengths."""
+    if run.kind != "eval" or not run.params.get("lengths"):
+        return None
+    shared = {k: v for k, v in run.params.items() if k not in _PART_PARAMS}
+    shared["model"] = pinned_model(run.params.get("model") or run.model)
+    return json.dumps(shared, sort_keys=True, default=str)
+
+
+def _joined(parts: list[Run]) -> Run:
+    """One run holding the parts' samples: lengths are their union, and per-part metadata that differs (command,
+    hardware, versions, ...) is kept by directory name."""
+    meta = dict(parts[0].meta)
+    meta["params"] = {
+        **parts[0].params,
+        "lengths": sorted({n for part in parts for n in part.expected_lengths}),
+    }
+    per_cell = {part.params.get("samples") for part in parts}
+    if len(per_cell) > 1:  # say per part how many samples a cell has
+        meta["params"]["samples"] = {part.path.name: part.params.get("samples") for part in parts}
+    for key in _PART_META:
+        values = {part.path.name: part.meta.get(key) for part in parts}
+        if len({json.dumps(v, sort_keys=True, default=str) for v in values.values()}) > 1:
+            meta[key] = values
+    samples = [sample for part in parts for sample in part.samples]
+    return Run(path=parts[0].path, meta=meta, samples=samples, bench=[], lm_eval=None, parts=parts)
+
+
+def join_parts(runs: list[Run]) -> list[Run]:
+    """Join eval runs that differ only in their lengths (disjoint) and samples per cell into one run each, so a model
+    measured in pieces (say 4k–128k with 3 samples, then 256k–4M with 1) reads as one decay curve; the joined run
+    takes the place of the first of its parts given. Runs that share lengths stay apart: they are repeats to compare."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        key = _curve_key(run)
+        if key is not None:
+            groups.setdefault(key, []).append(run)
+    joined: dict[int, Run] = {}
+    for group in groups.values():
+        lengths = [n for run in group for n in run.expected_lengths]
+        if len(group) > 1 and len(lengths) == len(set(lengths)):
+            ordered = sorted(group, key=lambda run: min(run.expected_lengths))
+            whole = _joined(ordered)
+            joined.update({id(run): whole for run in group})
+    out: list[Run] = []
+    for run in runs:
+        run = joined.get(id(run), run)
+        if not any(run is kept for kept in out):
+            out.append(run)
+    return out
+
+
+def load_runs(paths: list[str | Path], join: bool = True) -> list[Run]:
+    """Load every run directory, join runs that are parts of one curve (unless `join` is False; see `join_parts`),
+    and give each a unique label: the model name, plus the directory where names repeat (plus a counter where even
+    those repeat, e.g. runs/a/run and runs/b/run)."""
     if not paths:
         raise MmxError("no run directories given", "pass one or more directories written by mmx eval / mmx bench")
     runs = [Run.load(run_dir) for path in paths for run_dir in expand(Path(path))]
+    if join:
+        runs = join_parts(runs)
     names = Counter(run.model_name for run in runs)
     seen: Counter[str] = Counter()
     for i, run in enumerate(runs, start=1):
-        label = f"{run.model_name} [{run.path.name}]" if names[run.model_name] > 1 else run.model_name
+        label = f"{run.model_name} [{run.name}]" if names[run.model_name] > 1 else run.model_name
         seen[label] += 1
         run.label = label if seen[label] == 1 else f"{label} ({seen[label]})"
         run.key = f"{i}-" + (re.sub(r"[^a-z0-9]+", "-", run.model_name.lower()).strip("-") or "run")

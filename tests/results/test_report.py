@@ -98,6 +98,38 @@ def test_several_runs_side_by_side_with_reference_and_random_flag(tmp_path: Path
     assert "random" in summary.rows[2].tags
 
 
+def test_runs_of_one_model_at_other_lengths_join_into_one_curve(
+    tmp_path: Path, synth: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """4k–8k with 3 samples, then 16k with 1 (cwe's 16k cell missing): one row, one curve, the gap still named."""
+    tasks = ["vt", "cwe"]
+    short = synth.write_eval_run(tmp_path / "short", tasks=tasks, lengths=[4 * K, 8 * K], samples=3)
+    long = synth.write_eval_run(
+        tmp_path / "long", tasks=tasks, lengths=[16 * K], samples=1, keep=lambda task, length, index: task == "vt"
+    )
+    other = synth.write_eval_run(tmp_path / "other", name="tiny", tasks=tasks, lengths=[16 * K], samples=1)
+    report = Report.build([long, short, other])
+    joined, alone = (a.run for a in report.analyses)
+    assert (joined.label, alone.label) == ("mmx-mini", "tiny")  # another model never joins
+    assert joined.name == "short + long" and joined.expected_lengths == [4 * K, 8 * K, 16 * K]
+    assert joined.params["samples"] == {"short": 3, "long": 1}
+    assert list(report.analyses[0].means) == [4 * K, 8 * K, 16 * K]
+    assert joined.progress.recorded == 13 and joined.progress.expected == 14 and not joined.progress.complete
+    assert joined.progress.short_cells == [("cwe", 16 * K, 0, 1)]
+    assert joined.progress.notes[0].startswith("long: incomplete: 1 of 2 samples")
+
+    apart = Report.build([short, long], join=False)
+    assert [a.run.label for a in apart.analyses] == ["mmx-mini [short]", "mmx-mini [long]"]
+    code, out, _ = cli(["report", str(short), str(long), "--separate", "--markdown"], capsys)
+    assert code == 0 and "mmx-mini [short]" in out and "mmx-mini [long]" in out
+
+
+def test_runs_that_share_a_length_stay_apart(tmp_path: Path, synth: ModuleType) -> None:
+    a = synth.write_eval_run(tmp_path / "a", tasks=["vt"], lengths=[4 * K, 8 * K], samples=1)
+    b = synth.write_eval_run(tmp_path / "b", tasks=["vt"], lengths=[8 * K, 16 * K], samples=1)
+    assert [x.run.label for x in Report.build([a, b]).analyses] == ["mmx-mini [a]", "mmx-mini [b]"]
+
+
 def test_narrow_terminal_gets_whole_numbers(tmp_path: Path, synth: ModuleType) -> None:
     """Too wide for the console: one table per model block, then runs of columns; never a number cut to "…"."""
     lengths = [4 * K, 8 * K, 16 * K, 32 * K, 64 * K]
