@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table as RichTable
 from rich.text import Text
 
@@ -64,11 +65,12 @@ def _headers(table: Table) -> list[str]:
 
 def to_rich(table: Table, label_cap: int | None = None) -> RichTable:
     """One rich table; numbers right-aligned and never wrapped; row labels wrap beyond `label_cap` characters."""
-    out = RichTable(title=table.title, box=box.SIMPLE_HEAVY, title_style="bold", header_style="bold cyan")
+    # titles and headers hold run labels such as "mmx-mini [run-a]", which rich would read as markup
+    out = RichTable(title=escape(table.title), box=box.SIMPLE_HEAVY, title_style="bold", header_style="bold cyan")
     label_width = max((len(row.cells[0].text) for row in table.rows), default=0)
     if label_cap is not None:
         label_width = min(label_width, label_cap)
-    for i, header in enumerate(_headers(table)):
+    for i, header in enumerate(map(escape, _headers(table))):
         if i == 0:
             out.add_column(header, justify="left", min_width=label_width, max_width=label_cap)
         elif i < table.text_columns:

@@ -130,6 +130,16 @@ def test_runs_that_share_a_length_stay_apart(tmp_path: Path, synth: ModuleType) 
     assert [x.run.label for x in Report.build([a, b]).analyses] == ["mmx-mini [a]", "mmx-mini [b]"]
 
 
+def test_run_labels_in_brackets_reach_the_terminal(tmp_path: Path, synth: ModuleType) -> None:
+    """Column blocks are headed by run labels such as "mmx-mini [run-a]"; rich must not read "[run-a]" as markup."""
+    a = synth.write_eval_run(tmp_path / "run-a", tasks=["vt"], lengths=[4 * K], samples=1)
+    b = synth.write_eval_run(tmp_path / "run-b", tasks=["vt"], lengths=[4 * K], samples=1)
+    console = Console(width=200, record=True)
+    print_tables([task_table(Report.build([a, b]))], console)
+    text = console.export_text()
+    assert "mmx-mini [run-a]" in text and "mmx-mini [run-b]" in text
+
+
 def test_narrow_terminal_gets_whole_numbers(tmp_path: Path, synth: ModuleType) -> None:
     """Too wide for the console: one table per model block, then runs of columns; never a number cut to "…"."""
     lengths = [4 * K, 8 * K, 16 * K, 32 * K, 64 * K]
