@@ -12,9 +12,9 @@ import itertools
 
 import torch
 
-from .chunk import chunk_lightning, decode_step
 from .naive import naive_recurrence
 from .plan import HEAD_DIMS
+from .torch_chunked import chunk_lightning, decode_step
 
 IMPLS = ("auto", "triton", "torch", "naive")
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32)

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from mmx.kernels.slopes import minimax_slopes
 
-def minimax_slopes(heads: int, layer: int = 0, n_layers: int = 80, device: torch.device | str = "cpu") -> torch.Tensor:
-    """fp32 [H] decay rates as MiniMax-Text-01 computes them (power-of-two rule 2^(-8(h+1)/H), scaled per layer)."""
-    h = torch.arange(heads, dtype=torch.float64)
-    base = 2.0 ** (-8.0 * (h + 1) / heads)
-    factor = 1 - layer / (n_layers - 1) + 1e-5
-    return (base * factor).to(device=device, dtype=torch.float32)
+__all__ = ["minimax_slopes", "random_qkv", "rel_rms"]
 
 
 def random_qkv(

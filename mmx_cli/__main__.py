@@ -1,3 +1,3 @@
-from mmx.app import main
+from mmx.commands.app import main
 
 main()

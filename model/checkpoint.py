@@ -18,9 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from mmx.errors import MmxError
-
-from .config import MiniMaxConfig
-from .modeling import MiniMaxForCausalLM
+from mmx.model.config import MiniMaxConfig
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -140,21 +138,14 @@ def default_device_dtype(
     return resolved, dtype
 
 
-def load_pretrained(
-    directory: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-) -> MiniMaxForCausalLM:
-    """Load `directory` (config.json + safetensors); every key and shape must match the config exactly."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise MmxError(f"checkpoint directory {directory} does not exist", "pass the folder holding config.json")
-    config = MiniMaxConfig.from_pretrained(directory)
-    device, dtype = default_device_dtype(device, dtype)
+def read_state(
+    directory: Path, expected: dict[str, tuple[int, ...]], num_experts: int, device: torch.device, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """The native state dict in `directory`'s safetensors (original or `-hf` layout), each tensor on `device` in
+    `dtype`; its keys and shapes must be exactly `expected` (a model's `state_dict` shapes, e.g. built on `meta`)."""
     shards = _Shards(directory)
-    with torch.device("meta"):
-        model = MiniMaxForCausalLM(config)
-    expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
     state: dict[str, torch.Tensor] = {}
-    for key, tensor in _native_tensors(shards, expected, config.num_local_experts):
+    for key, tensor in _native_tensors(shards, expected, num_experts):
         if key not in expected:
             raise MmxError(f"unexpected key {key} in checkpoint {directory}", _MISMATCH_HINT)
         if tuple(tensor.shape) != expected[key]:
@@ -166,19 +157,20 @@ def load_pretrained(
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise MmxError(f"checkpoint {directory} is missing {missing[0]}{more}", "the checkpoint is incomplete")
-    model.load_state_dict(state, assign=True)
-    return model.eval()
+    return state
 
 
-def save_pretrained(model: MiniMaxForCausalLM, directory: str | Path, max_shard_bytes: int = 5 * 2**30) -> None:
+def write_checkpoint(
+    state: dict[str, torch.Tensor], config: MiniMaxConfig, directory: str | Path, max_shard_bytes: int = 5 * 2**30
+) -> None:
     """Write config.json and safetensors in the original key layout: one file, or shards plus an index."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    config = {"model_type": "minimax_text_01", **model.config.to_dict()}
-    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    described = {"model_type": "minimax_text_01", **config.to_dict()}
+    (directory / "config.json").write_text(json.dumps(described, indent=2) + "\n")
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
-    for key, tensor in model.state_dict().items():
+    for key, tensor in state.items():
         nbytes = tensor.numel() * tensor.element_size()
         if shards[-1] and size + nbytes > max_shard_bytes:
             shards.append({})
@@ -193,6 +185,6 @@ def save_pretrained(model: MiniMaxForCausalLM, directory: str | Path, max_shard_
         name = f"model-{n:05d}-of-{len(shards):05d}.safetensors"
         save_file(shard, directory / name, metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(shard, name))
-    total = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    total = sum(t.numel() * t.element_size() for t in state.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")

@@ -6,7 +6,6 @@ Module and parameter names follow the original checkpoint (`model.layers.{i}.sel
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +15,12 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import CausalBias, CausalVariant
 
+from mmx.errors import MmxError
 from mmx.kernels import lightning_attn, lightning_decode
+from mmx.kernels.slopes import minimax_slopes
 
 from .cache import ModelCache
+from .checkpoint import default_device_dtype, read_state, write_checkpoint
 from .chunk_attention import chunk_attention
 from .config import LIGHTNING, MiniMaxConfig
 
@@ -56,19 +58,9 @@ class DeviceConstant:
         return self._copies[device]
 
 
-def alibi_slopes(num_heads: int) -> list[float]:
-    """ALiBi head slopes 2^(-8(h+1)/H); a non-power-of-two H takes the nearest power below and fills up with the
-    odd-indexed slopes of twice that many heads (the ALiBi interleave rule)."""
-    if num_heads & (num_heads - 1) == 0:
-        return [2.0 ** (-8.0 * (h + 1) / num_heads) for h in range(num_heads)]
-    base = 2 ** math.floor(math.log2(num_heads))
-    return alibi_slopes(base) + alibi_slopes(2 * base)[0::2][: num_heads - base]
-
-
 def lightning_slopes(num_heads: int, layer: int, num_layers: int) -> torch.Tensor:
-    """Decay rates [H] of layer `layer`: ALiBi slopes scaled by 1 − l/(L−1) + 1e-5, so early layers forget fastest."""
-    factor = 1.0 - layer / max(num_layers - 1, 1) + 1e-5
-    return torch.tensor([s * factor for s in alibi_slopes(num_heads)], dtype=torch.float64, device="cpu").float()
+    """Decay rates [H] of layer `layer` (fp32, on the CPU): `mmx.kernels.slopes.minimax_slopes`."""
+    return minimax_slopes(num_heads, layer, num_layers)
 
 
 def rope_inverse_frequencies(rotary_dim: int, theta: float) -> torch.Tensor:
@@ -373,13 +365,20 @@ class MiniMaxForCausalLM(nn.Module):
     def from_pretrained(
         cls, directory: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> MiniMaxForCausalLM:
-        """Load a checkpoint directory (original or `-hf` layout); defaults: bf16 on CUDA, fp32 on CPU."""
-        from .checkpoint import load_pretrained
-
-        return load_pretrained(directory, device=device, dtype=dtype)
+        """Load a checkpoint directory (original or `-hf` layout); every key and shape must match its config exactly.
+        Defaults: bf16 on CUDA, fp32 on CPU."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise MmxError(f"checkpoint directory {directory} does not exist", "pass the folder holding config.json")
+        config = MiniMaxConfig.from_pretrained(directory)
+        device, dtype = default_device_dtype(device, dtype)
+        with torch.device("meta"):
+            model = cls(config)
+        expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+        state = read_state(directory, expected, config.num_local_experts, device, dtype)
+        model.load_state_dict(state, assign=True)
+        return model.eval()
 
     def save_pretrained(self, directory: str | Path, max_shard_bytes: int = 5 * 2**30) -> None:
         """Write config.json and sharded safetensors (original key layout) that `from_pretrained` reads back."""
-        from .checkpoint import save_pretrained
-
-        save_pretrained(self, directory, max_shard_bytes=max_shard_bytes)
+        write_checkpoint(self.state_dict(), self.config, directory, max_shard_bytes=max_shard_bytes)

@@ -5,17 +5,14 @@ from __future__ import annotations
 import hashlib
 import random
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mmx.errors import MmxError
 from mmx.sizes import format_size
 from mmx.tasks.fit import Budget, Draft, TooShort, fit, tolerance
 from mmx.tasks.sample import Sample
 from mmx.tasks.scoring import METRICS
-from mmx.tasks.tokens import TokenCounter, counter_for
-
-if TYPE_CHECKING:  # the protocol lives with the models; importing mmx.model at run time would pull in torch
-    from mmx.model.backend import Tokenizer
+from mmx.tasks.tokens import TokenCounter, Tokenizer, counter_for
 
 
 def sample_seed(task: str, length: int, index: int, seed: int) -> int:

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
-if TYPE_CHECKING:  # the protocol lives with the models; importing mmx.model at run time would pull in torch
-    from mmx.model.backend import Tokenizer
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What tasks need of a tokenizer: sizes are always counted in these tokens (a backend's tokenizer is one)."""
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
 
 
 class TokenCounter:

@@ -1,4 +1,5 @@
-"""Shared test setup: an in-process `mmx` fixture; `gpu` tests skip without CUDA; Triton runs interpreted on CPUs.
+"""Shared test setup: an in-process `mmx` fixture, the shared fixture plugins; `gpu` tests skip without CUDA; Triton
+runs interpreted on CPUs.
 
 TRITON_INTERPRET is read when a kernel is decorated, i.e. when a Triton module is first imported — by whichever test
 folder gets there first — so it is set here, before any test module is collected.
@@ -7,13 +8,19 @@ folder gets there first — so it is set here, before any test module is collect
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# Fixtures several test folders share live in tests/plugins/ (a conftest reaches only its own folder).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+pytest_plugins = ["plugins.runs", "plugins.hf_models", "plugins.bench_runs"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -28,7 +35,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def mmx(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
     """Run `mmx ARGS…` in this process, as the console script does; returns (exit code, stdout, stderr)."""
-    from mmx.app import main
+    from mmx.commands.app import main
 
     def run(*args: object) -> tuple[int, str, str]:
         with pytest.raises(SystemExit) as exit_info:

@@ -3,9 +3,9 @@
 # timeout inside a total budget, writing three files to $OUT:
 #   1. the kernel test suite on the GPU (bf16/fp16, head dims 64/128, the 1M-token checks) -> kernels-gpu-tests.log
 #      meanwhile, in the background, the sweep's candidates and fla's autotuning configs are compiled in parallel
-#      (python3 -m mmx.kernels.sweep --compile-only; python3 -m mmx.kernels.precompile), so neither the sweep nor
+#      (python3 -m benchmarks.kernels.sweep --compile-only; python3 -m benchmarks.kernels.precompile), so neither the sweep nor
 #      the bench's first fla call waits minutes on the compiler
-#   2. the forward tuning sweep at T = 1M and 4M (H=8, D=128, bf16; python3 -m mmx.kernels.sweep), once the GPU is
+#   2. the forward tuning sweep at T = 1M and 4M (H=8, D=128, bf16; python3 -m benchmarks.kernels.sweep), once the GPU is
 #      quiet; its winner goes to step 3 through MMX_KERNEL_CONFIG                         -> kernels-run.log
 #   3. mmx bench kernels, the full default sweep, with that config (progress and tables also to kernels-run.log)
 #                                                                                         -> kernels-bench.json
@@ -42,9 +42,9 @@ header "tools/gpu_kernels_s2.sh, budget ${budget}s" >"$run_log"
 
 # 1. tests (the interpreter cases skip themselves where CUDA is present). Alongside, on the CPU, the sweep's
 #    candidates and fla's autotuning configs compile into Triton's disk cache (their GPU use is light).
-python3 -m mmx.kernels.precompile --parts 8 --timeout 70 >"$compile_log" 2>&1 &
+python3 -m benchmarks.kernels.precompile --parts 8 --timeout 70 >"$compile_log" 2>&1 &
 compiling=($!)
-timeout -k 5 80 python3 -m mmx.kernels.sweep --compile-only --workers 8 >>"$compile_log" 2>&1 &
+timeout -k 5 80 python3 -m benchmarks.kernels.sweep --compile-only --workers 8 >>"$compile_log" 2>&1 &
 compiling+=($!)
 limit=$(cap 75 130)
 pytest=(python3 -m pytest -v -rfE -p no:cacheprovider)
@@ -78,13 +78,13 @@ wait "${compiling[@]}"
 { echo "compiled ahead, done after $(elapsed):"; cat "$compile_log"; } | tee -a "$run_log"
 
 # 2. sweep (the GPU is quiet now): the floor at the datasheet bandwidth, as mmx bench kernels quotes it
-bandwidth=$(python3 -c "import torch; from mmx.throughput_peaks import datasheet_peaks as d; \
+bandwidth=$(python3 -c "import torch; from mmx.workflows.bench.peaks import datasheet_peaks as d; \
 p = d(torch.cuda.get_device_name()); print(p[1] if p else '')" 2>/dev/null)
 limit=$(cap 60 95)
 start_by=$((limit - 15 > limit / 2 ? limit - 15 : limit / 2))  # no new candidate after this; one takes a few s
 {
-  header "python3 -m mmx.kernels.sweep --lengths 1048576,4194304 ${bandwidth:+--bandwidth $bandwidth} --budget $start_by --workers 0"
-  timeout -k 10 "$limit" python3 -m mmx.kernels.sweep --lengths 1048576,4194304 ${bandwidth:+--bandwidth "$bandwidth"} \
+  header "python3 -m benchmarks.kernels.sweep --lengths 1048576,4194304 ${bandwidth:+--bandwidth $bandwidth} --budget $start_by --workers 0"
+  timeout -k 10 "$limit" python3 -m benchmarks.kernels.sweep --lengths 1048576,4194304 ${bandwidth:+--bandwidth "$bandwidth"} \
     --budget "$start_by" --workers 0 --emit "$winner"
   echo "sweep exit $? after $(elapsed)"
 } 2>&1 | tee -a "$run_log"
@@ -99,7 +99,7 @@ limit=$(cap 600 10)
   # record the config's source, and the targets if the bench was stopped before it computed them
   [ -s "$bench_json" ] && MMX_KERNEL_CONFIG=${config:-} python3 - "$bench_json" <<'EOF'
 import json, os, sys
-from mmx.cli_bench_kernels import evaluate_targets
+from mmx.commands.bench_kernels import evaluate_targets
 path = sys.argv[1]
 data = json.load(open(path))
 data["env"] = {"MMX_KERNEL_CONFIG": os.environ.get("MMX_KERNEL_CONFIG", "")}

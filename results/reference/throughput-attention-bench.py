@@ -170,7 +170,7 @@ def model_agreement(device: torch.device, dtype: torch.dtype, length: int, chunk
     one forward without a cache; relative RMS differences of the last position's logits."""
     from mmx.model.config import MiniMaxConfig
     from mmx.model.generate import prefill
-    from mmx.throughput_subjects import build_native, reshape
+    from mmx.workflows.bench.subjects import build_native, reshape
 
     model = build_native(reshape(MiniMaxConfig.from_name("small"), 8, "hybrid"), device, dtype, seed=0)
     ids = torch.randint(

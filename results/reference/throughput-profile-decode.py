@@ -11,7 +11,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from mmx.model.config import MiniMaxConfig
-from mmx.throughput_subjects import NativeRunner, build_native, reshape
+from mmx.workflows.bench.subjects import NativeRunner, build_native, reshape
 
 dev = torch.device("cuda")
 for arch in sys.argv[1:]:

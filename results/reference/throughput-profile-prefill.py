@@ -12,7 +12,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from mmx.model.config import MiniMaxConfig
-from mmx.throughput_subjects import NativeRunner, build_native, reshape
+from mmx.workflows.bench.subjects import NativeRunner, build_native, reshape
 
 dev = torch.device("cuda")
 length = int(sys.argv[1]) if len(sys.argv) > 1 else 1 << 18

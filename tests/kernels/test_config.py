@@ -82,7 +82,7 @@ def test_factored_outputs_kernel_spills_a_fraction_of_the_masked_one() -> None:
     registers as on the H200; the factored walk a small fraction of that. Every kernel of the default config fits an
     H100/H200 (255 registers, 227 KiB of shared memory)."""
     code = (
-        "from mmx.kernels.plan import KernelConfig as C; from mmx.kernels.ptxas import forward_usage as u; "
+        "from mmx.kernels.plan import KernelConfig as C; from benchmarks.kernels.ptxas import forward_usage as u; "
         "f = u(C(fwd_form='factored', chunk=128))['outputs factored']; m = u(C(fwd_form='masked', chunk=128))"
         "['outputs']; print(f.spill_bytes, m.spill_bytes, *(x for k in u(C()).values() for x in (k.regs, k.shared)))"
     )

@@ -51,7 +51,7 @@ def test_chunk_groups_carry_the_state(monkeypatch: pytest.MonkeyPatch) -> None:
     q, k, v = random_qkv(1, 300, 2, 8)
     slope = minimax_slopes(2, layer=70)  # slow decay: the carried state matters
     o_one, s_one = chunk_lightning(q, k, v, slope, block_size=16)
-    monkeypatch.setattr("mmx.kernels.chunk.GROUP_ROWS", 32)
+    monkeypatch.setattr("mmx.kernels.torch_chunked.GROUP_ROWS", 32)
     o_many, s_many = chunk_lightning(q, k, v, slope, block_size=16)
     assert rel_rms(o_many, o_one) < FP32_TOL
     assert rel_rms(s_many, s_one) < FP32_TOL

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mmx.kernels.slopes import alibi_slopes
 from mmx.model import MiniMaxConfig, MiniMaxForCausalLM
-from mmx.model.modeling import alibi_slopes, apply_rope, lightning_slopes
+from mmx.model.modeling import apply_rope, lightning_slopes
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from mmx.results.aggregate import (
     summarize,
     weighted_average,
 )
-from mmx.results.reference import REFERENCES, get_reference
+from mmx.results.published import REFERENCES, get_reference
 
 K = 1024
 RULER_LENGTHS = [4 * K, 8 * K, 16 * K, 32 * K, 64 * K, 128 * K]

@@ -10,7 +10,7 @@ from types import ModuleType
 import pytest
 from rich.console import Console
 
-from mmx.app import main
+from mmx.commands.app import main
 from mmx.errors import MmxError
 from mmx.results.charts import all_charts
 from mmx.results.console import print_tables

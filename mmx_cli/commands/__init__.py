@@ -1,0 +1,1 @@
+"""The `mmx` command line: one Typer module per command family, each only parsing, calling a workflow and printing."""

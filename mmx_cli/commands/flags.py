@@ -1,0 +1,26 @@
+"""Command-line flags that become `load_backend(spec, **options)` options, shared by `mmx eval`, `mmx serve` and
+`mmx eval lm-eval` (`mmx.model.backends.common.backend_options` checks them and keeps only those given)."""
+
+from __future__ import annotations
+
+import typer
+
+DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N (native and hf: models).")
+DTYPE = typer.Option("auto", "--dtype", help="auto (bf16 on CUDA, fp32 on CPU), bf16, fp16, fp32.")
+BATCH_SIZE = typer.Option(
+    None, "--batch-size", help="Sequences per forward pass (hf:) or prompts per request (openai:)."
+)
+MAX_CONTEXT = typer.Option(None, "--max-context", help="Override the model's context length in tokens.")
+CHAT_TEMPLATE = typer.Option(
+    None, "--chat-template", help="hf: wrap prompts in a chat template: `tokenizer` (the model's own) or a Jinja file."
+)
+TOKENIZER = typer.Option(
+    None,
+    "--tokenizer",
+    help="openai: how to count tokens: a local HF tokenizer dir, `byte`, or `remote` (the server's /tokenize; "
+    "the default when the server has it).",
+)
+API_MODEL = typer.Option(None, "--api-model", help="openai: the model name to request (default: the server's first).")
+CONCURRENCY = typer.Option(None, "--concurrency", help="openai: requests in flight at once (default: 4).")
+TIMEOUT = typer.Option(None, "--timeout", help="openai: seconds to wait for one response (default: 600).")
+RETRIES = typer.Option(None, "--retries", help="openai: retries of a failed request, with backoff (default: 4).")

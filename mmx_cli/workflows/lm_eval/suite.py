@@ -1,0 +1,170 @@
+"""lm-evaluation-harness tasks on any mmx backend, written as an mmx run directory.
+
+The run holds `run.json` (kind "lm-eval"), `lm_eval_results.json` (lm-eval's per-task metrics, which `mmx report`
+shows), `lm_eval_output.json` (the rest of lm-eval's output: task configs, versions, sample counts), `samples.jsonl`
+(one record per scored document) and `lm_eval_requests.jsonl` (every model answer, so an interrupted run resumes
+without asking the model again). Data comes from local files or the local Hugging Face cache: mmx runs lm-eval offline
+unless `HF_DATASETS_OFFLINE=0` is set.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mmx.errors import MmxError
+from mmx.model.backends.base import load_backend
+from mmx.results.rundir import check_out_dir
+from mmx.results.store import RunStore, sample_key
+from mmx.workflows.provenance import run_metadata
+
+RESULTS_FILE = "lm_eval_results.json"
+OUTPUT_FILE = "lm_eval_output.json"
+REQUESTS_FILE = "lm_eval_requests.jsonl"
+# Parts of lm-eval's output worth keeping beside the results (its `samples` become samples.jsonl; its environment
+# dump repeats run.json's versions and hardware).
+_OUTPUT_KEYS = ("groups", "group_subtasks", "configs", "versions", "n-shot", "higher_is_better", "n-samples", "config")
+
+
+def include_fingerprint(directory: Path | None) -> str | None:
+    """SHA-256 over the include directory's files (names and bytes): a changed task definition refuses to resume."""
+    if directory is None:
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        digest.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def task_manager(names: list[str], include_path: Path | None) -> Any:
+    """lm-eval's TaskManager: only the include directory when it has every task (indexing lm-eval's own ~15k task
+    files takes seconds), else both. Unknown task names are one MmxError with the nearest known names."""
+    from lm_eval.tasks import TaskManager
+
+    if include_path is not None:
+        local = TaskManager(include_path=str(include_path), include_defaults=False)
+        if all(local.match_tasks([name]) for name in names):
+            return local
+    manager = TaskManager(include_path=str(include_path) if include_path else None)
+    for name in names:
+        if not manager.match_tasks([name]):
+            near = difflib.get_close_matches(name, manager.all_tasks, n=3)
+            hint = f"did you mean {', '.join(near)}?" if near else "list them with `lm-eval ls tasks`"
+            where = f" or in {include_path}" if include_path else ""
+            raise MmxError(f"lm-eval has no task {name!r}{where}", hint)
+    return manager
+
+
+def sample_records(task: str, logged: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """samples.jsonl records for lm-eval's logged documents: the first metric with a 0..1 per-document value is the
+    score; tasks without one (perplexity) keep only their aggregate in lm_eval_results.json."""
+    records: dict[int, dict[str, Any]] = {}
+    for doc in logged:
+        metrics = {m: doc.get(m) for m in doc.get("metrics", [])}
+        score = next((float(v) for v in metrics.values() if _unit(v)), None)
+        if score is None or doc.get("doc_id") in records:  # one record per document (the first filter's)
+            continue
+        arguments, responses = doc.get("arguments") or [], doc.get("filtered_resps") or []
+        context = str(arguments[0][0]) if arguments and arguments[0] else ""
+        choices = [a[1] for a in arguments if len(a) > 1 and isinstance(a[1], str)]
+        target = doc.get("target")
+        if choices and len(choices) == len(responses) and all(isinstance(r, (list, tuple)) for r in responses):
+            prediction = choices[max(range(len(responses)), key=lambda i: responses[i][0])]
+            references = [choices[target]] if isinstance(target, int) and 0 <= target < len(choices) else [str(target)]
+        else:
+            prediction = str(responses[0]) if isinstance(responses, list) and responses else str(responses)
+            references = [str(t) for t in target] if isinstance(target, list) else [str(target)]
+        records[doc["doc_id"]] = {
+            "task": task,
+            "length": None,
+            "index": doc["doc_id"],
+            "score": score,
+            "status": "ok",
+            "prediction": prediction,
+            "references": references,
+            "prompt_hash": hashlib.sha256(context.encode()).hexdigest()[:16],
+            "prompt_tokens": None,
+            "metadata": {"metrics": metrics, "filter": doc.get("filter"), "doc_hash": doc.get("doc_hash")},
+            "timings": {"build_s": None, "generate_s": None},
+        }
+    return list(records.values())
+
+
+def _unit(value: Any) -> bool:
+    return isinstance(value, (int, float)) and 0 <= float(value) <= 1
+
+
+def run_lm_eval(
+    *,
+    model: str,
+    tasks: list[str],
+    num_fewshot: int | None,
+    limit: int | float | None,
+    include_path: Path | None,
+    out: Path,
+    command: list[str],
+    options: dict[str, Any],
+    progress: Callable[[str, int, int], None] | None = None,
+    announce: Callable[[str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Load the model, open (or resume) the run directory, run lm-eval, store its results; return the report
+    (run directory, whether it resumed, the model, per-task metrics)."""
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # mmx never downloads at run time unless told to
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    try:
+        import lm_eval
+
+        from mmx.workflows.lm_eval.adapter import MmxLM
+    except ImportError:
+        raise MmxError("lm-eval is not installed", "pip install 'mmx[lm-eval]'") from None
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    if include_path is not None and not include_path.is_dir():
+        raise MmxError(f"--include-path {include_path} is not a directory", "pass the folder with your task YAMLs")
+    manager = task_manager(tasks, include_path)
+    check_out_dir(out)
+    backend = load_backend(model, **options)
+    described = backend.describe()
+    params = {
+        "tasks": tasks,
+        "num_fewshot": num_fewshot,
+        "limit": limit,
+        "include_path": str(include_path) if include_path else None,
+        "include_sha256": include_fingerprint(include_path),
+        "lm_eval_version": getattr(lm_eval, "__version__", None),
+        "model": {key: value for key, value in described.items() if key != "device"},
+    }
+    store = RunStore(out, on_corrupt=warn)
+    resumed = store.open(run_metadata("lm-eval", command, "lm-eval", described, params))
+    if announce is not None:
+        announce(f"{'resuming' if resumed else 'writing'} run in {out} (resume with --out {out})")
+    lm = MmxLM(backend=backend, response_log=out / REQUESTS_FILE, progress=progress)
+    try:
+        output = lm_eval.simple_evaluate(
+            model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=manager, log_samples=True
+        )
+    except ConnectionError as err:  # datasets' offline mode refusing a download
+        raise MmxError(
+            f"lm-eval needs data that is not available offline ({err})",
+            "use local data (--include-path) or cache the dataset, or set HF_DATASETS_OFFLINE=0 to allow downloads",
+        ) from None
+    results = {
+        task: {key: value for key, value in metrics.items() if "," in key or key == "alias"}  # metric,filter keys
+        for task, metrics in {**output.get("results", {}), **output.get("groups", {})}.items()
+    }
+    (out / RESULTS_FILE).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    kept = {key: output.get(key) for key in _OUTPUT_KEYS} | {"lm_eval_version": params["lm_eval_version"]}
+    (out / OUTPUT_FILE).write_text(json.dumps(kept, indent=2, default=str) + "\n")
+    done = store.done_keys()
+    for task, logged in (output.get("samples") or {}).items():
+        for record in sample_records(task, logged):
+            if sample_key(record) not in done:
+                store.append_sample(record)
+    return {"run_dir": str(out), "resumed": resumed, "model": described, "results": results}

@@ -1,0 +1,1 @@
+"""`mmx serve`: an OpenAI-compatible HTTP server over any backend."""

@@ -1,0 +1,141 @@
+"""The one declared interface every model under test implements, and the registry that turns a spec into one.
+
+Spec strings: a preset name with shipped weights (the embedded default), `mmx:PATH` (a native checkpoint directory),
+`random:PRESET[:SEED]` (random weights, for smoke tests and speed), `hf:PATH_OR_NAME`, `openai:URL`. Each prefix is
+registered by the module that implements it, so `load_backend` stays ignorant of transformers, HTTP and the rest.
+
+A backend must say how it generates (`generate`) and what it is (`describe`). Everything else has a default here,
+written once: `loglikelihood` on top of `loglikelihood_tokens` (as lm-eval's `TemplateLM` does), `prompt_ids` and
+`split_pair` on top of the tokenizer. The token-level methods (`generate_tokens`, `loglikelihood_tokens`,
+`score_tokens`) are optional capabilities: a backend that has one overrides it, and `supports(name)` tells callers
+(the server, the lm-eval adapter) which ones it has, instead of probing with `getattr`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from mmx.errors import MmxError
+
+TOKEN_METHODS = ("generate_tokens", "loglikelihood_tokens", "score_tokens")
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """A backend's tokenizer: tasks use `encode`/`decode`, and a run records `describe()`."""
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class TokenScore(NamedTuple):
+    """One scored position: log P(token | prefix), whether it is the argmax, and the `top` best (id, logprob)."""
+
+    logprob: float
+    greedy: bool
+    top: tuple[tuple[int, float], ...]
+
+
+class Backend(ABC):
+    """A model under test. `generate` is greedy; `describe` is recorded in every run's `run.json`.
+
+    `max_context` is the longest input + output in tokens (None: unknown, as for a server that does not say), and
+    `prefix_ids` the ids the model reads before a text prompt (usually BOS).
+    """
+
+    tokenizer: Tokenizer
+    max_context: int | None
+    prefix_ids: list[int]
+
+    @abstractmethod
+    def generate(self, prompts: list[str], max_new_tokens: int, stop: list[str] | None = None) -> list[str]:
+        """Greedy continuations of `prompts`, each cut before the first stop string (or end of text)."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """Enough to reproduce the model: spec, name, weights, tokenizer, dtype, device."""
+
+    def loglikelihood(self, pairs: list[tuple[str, str]]) -> list[tuple[float, bool]]:
+        """For each (context, continuation): the continuation's summed log-probability and whether it is greedy."""
+        return self.loglikelihood_tokens([self.split_pair(context, cont) for context, cont in pairs])
+
+    def prompt_ids(self, text: str) -> list[int]:
+        """The token ids the model reads for a text prompt."""
+        return list(self.prefix_ids) + self.tokenizer.encode(text)
+
+    def split_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Token ids of a (context, continuation) pair the way lm-eval splits them: trailing spaces of the context go
+        to the continuation, and the continuation is the tail of the joint encoding (so merges across the seam
+        count)."""
+        stripped = context.rstrip()
+        continuation, context = context[len(stripped) :] + continuation, stripped
+        whole = self.tokenizer.encode(context + continuation)
+        head = self.tokenizer.encode(context)
+        return list(self.prefix_ids) + head, whole[len(head) :]
+
+    def auto_batch_size(self, length: int, max_new_tokens: int) -> int:
+        """`--batch-size auto`: prompts of `length` tokens per `generate` call; one unless the backend knows better."""
+        return 1
+
+    # --- optional token-level capabilities (see `supports`) ------------------------------------------------------
+
+    def generate_tokens(
+        self, prompts: list[list[int]], max_new_tokens: int, stop: list[str] | None = None
+    ) -> list[list[int]]:
+        """Greedy new token ids for token-id prompts taken as the model's whole input."""
+        raise NotImplementedError(f"{type(self).__name__} does not generate from token ids")
+
+    def loglikelihood_tokens(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """Token-level log-likelihoods of (context ids, continuation ids) pairs."""
+        raise NotImplementedError(f"{type(self).__name__} does not score token ids")
+
+    def score_tokens(self, sequences: list[list[int]], top_k: int = 1, start: int = 1) -> list[list[TokenScore]]:
+        """Per-position scores of each sequence from position `start` on, with the `top_k` best alternatives."""
+        raise NotImplementedError(f"{type(self).__name__} does not score positions")
+
+    def supports(self, method: str) -> bool:
+        """Whether this backend implements the optional token-level `method` (one of `TOKEN_METHODS`)."""
+        if method not in TOKEN_METHODS:
+            raise ValueError(f"{method!r} is not an optional backend method")
+        return getattr(type(self), method) is not getattr(Backend, method)
+
+
+BackendFactory = Callable[..., Backend]
+_FACTORIES: dict[str, BackendFactory] = {}
+_LOADERS: dict[str, str] = {}  # prefix -> module that registers it when imported
+
+
+def register_backend(prefix: str, factory: BackendFactory) -> None:
+    """Make `prefix:REST` specs build a backend with `factory(REST, **options)`."""
+    _FACTORIES[prefix] = factory
+
+
+def register_lazy(prefix: str, module: str) -> None:
+    """Name the module that registers `prefix`, imported only when such a spec is used (keeps imports light)."""
+    _LOADERS[prefix] = module
+
+
+def load_backend(spec: str, **options: Any) -> Backend:
+    """Build the backend a spec string names; bad specs are one clear MmxError."""
+    prefix, sep, rest = spec.partition(":")
+    if not sep or (len(prefix) == 1 and rest.startswith("\\")):  # a bare name (or a Windows drive path)
+        prefix, rest = "name", spec
+    if prefix not in _FACTORIES and prefix in _LOADERS:
+        importlib.import_module(_LOADERS[prefix])
+    if prefix not in _FACTORIES:
+        known = ", ".join(sorted({*_FACTORIES, *_LOADERS} - {"name"}))
+        raise MmxError(f"unknown model spec {spec!r}", f"use a preset name or one of the prefixes {known}")
+    return _FACTORIES[prefix](rest, **options)
+
+
+register_lazy("name", "mmx.model.backends.native")
+register_lazy("mmx", "mmx.model.backends.native")
+register_lazy("random", "mmx.model.backends.native")
+register_lazy("hf", "mmx.model.backends.hf")
+register_lazy("openai", "mmx.model.backends.openai")

@@ -1,0 +1,298 @@
+"""`hf:PATH_OR_NAME`: a transformers causal LM from a local directory or the local Hugging Face cache, never downloaded.
+
+The model brings its own tokenizer. Prompts get the special tokens the tokenizer puts before text (usually BOS), or go
+through a chat template when one is asked for. Generation is greedy and batched with left padding; log-likelihoods
+score only the positions asked for (`logits_to_keep`), so a long context does not cost a `[T, vocab]` logits tensor.
+
+It implements every optional token-level method of `Backend` (`generate_tokens`, `loglikelihood_tokens`,
+`score_tokens`), which `mmx serve` and the lm-eval adapter use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmx.errors import MmxError
+from mmx.model.backends.base import Backend, TokenScore, register_backend
+from mmx.model.backends.common import check_options, cut_at_stop, dtype_name, resolve_device, resolve_dtype
+from mmx.model.hub import resolve_local
+from mmx.model.tokenizer import HFTokenizer
+
+# Config fields that hold the trained context length, in the order transformers models use them.
+_CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+DEFAULT_CONTEXT = 2048  # when neither config nor tokenizer states one (lm-eval's fallback too)
+DEFAULT_BATCH_SIZE = 8
+_CUDA_MAX_BATCH = 64
+_CHAT_FROM_TOKENIZER = ("auto", "default", "tokenizer", "true")
+
+
+def _max_context(config: Any, tok: Any) -> int:
+    """The trained context: a config field, else the tokenizer's limit when it is a real one, else 2048."""
+    for field in _CONTEXT_FIELDS:
+        value = getattr(config, field, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tok, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < 10**9:  # transformers uses a huge sentinel for "no limit"
+        return limit
+    return DEFAULT_CONTEXT
+
+
+def _chat_template(option: str | bool | None, tok: Any) -> tuple[str | None, dict[str, Any] | None]:
+    """The Jinja template to wrap prompts in, and how a run records it: the tokenizer's own, or a file's."""
+    if option in (None, False, "", "none", "false"):
+        return None, None
+    if option is True or str(option).lower() in _CHAT_FROM_TOKENIZER:
+        if not getattr(tok, "chat_template", None):
+            raise MmxError("this tokenizer has no chat template", "pass --chat-template FILE with a Jinja template")
+        template, source = tok.chat_template, "tokenizer"
+    else:
+        path = Path(str(option)).expanduser()
+        if not path.is_file():
+            raise MmxError(f"chat template {path} not found", "pass a Jinja file, or `tokenizer` for the model's own")
+        template, source = path.read_text(), str(path)
+    return template, {"source": source, "sha256": hashlib.sha256(template.encode()).hexdigest()[:16]}
+
+
+class HFBackend(Backend):
+    """A loaded transformers causal LM with its tokenizer: greedy batched generation and log-likelihoods."""
+
+    def __init__(
+        self,
+        name_or_path: str,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        batch_size: int | None = None,
+        chat_template: str | bool | None = None,
+        max_context: int | None = None,
+    ) -> None:
+        try:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError:
+            raise MmxError("hf: models need the transformers package", "pip install 'mmx[hf]'") from None
+        path, revision = resolve_local(name_or_path)
+        self.spec = f"hf:{name_or_path}"
+        self.name = name_or_path if revision else path.name
+        self.path, self.revision = path, revision
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        try:
+            tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=self.dtype)
+        except (OSError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise MmxError(f"cannot load a causal LM from {path}: {first}", "check the directory's files") from None
+        self.model = model.to(self.device).eval()
+        self.tokenizer = HFTokenizer(tok)
+        self.batch_size = max(1, int(batch_size or DEFAULT_BATCH_SIZE))
+        self.max_context = int(max_context or _max_context(model.config, tok))
+        self.template, self.template_info = _chat_template(chat_template, tok)
+        self.prefix_ids: list[int] = tok("", add_special_tokens=True)["input_ids"]
+        eos = model.generation_config.eos_token_id
+        eos = tok.eos_token_id if eos is None else eos
+        self.eos_ids: list[int] = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        start = self.prefix_ids or [i for i in (tok.bos_token_id, *self.eos_ids) if i is not None][:1]
+        self.start_ids: list[int] = list(start)  # what an empty context conditions on
+        self.pad_id = next(i for i in (tok.pad_token_id, *self.eos_ids, 0) if i is not None)
+        accepted = inspect.signature(self.model.forward).parameters
+        self._takes_positions = "position_ids" in accepted
+        self._takes_keep = "logits_to_keep" in accepted
+
+    # --- text-level Backend protocol -------------------------------------------------------------------------------
+
+    def prompt_ids(self, text: str) -> list[int]:
+        """What the model reads for `text`: the chat template's rendering, or the tokenizer's prefix then the text."""
+        if self.template is None:
+            return self.prefix_ids + self.tokenizer.encode(text)
+        rendered = self.tokenizer.tok.apply_chat_template(
+            [{"role": "user", "content": text}], chat_template=self.template, tokenize=False, add_generation_prompt=True
+        )
+        return self.tokenizer.encode(rendered)  # a rendered template carries its own BOS
+
+    def generate(self, prompts: list[str], max_new_tokens: int, stop: list[str] | None = None) -> list[str]:
+        """Greedy continuations, cut before the first stop string or EOS."""
+        stops = [s for s in (stop or []) if s]
+        new = self.generate_tokens([self.prompt_ids(p) for p in prompts], max_new_tokens, stops)
+        return [cut_at_stop(self.tokenizer.decode(ids), stops) for ids in new]
+
+    def describe(self) -> dict[str, Any]:
+        """Enough to reproduce: where the weights came from (path, cache commit), architecture, dtype, device."""
+        config = self.model.config
+        return {
+            "spec": self.spec,
+            "name": self.name,
+            "backend": "hf",
+            "random_weights": False,
+            "path": str(self.path),
+            "revision": self.revision,
+            "model_type": getattr(config, "model_type", None),
+            "architectures": getattr(config, "architectures", None),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "tokenizer": self.tokenizer.describe(),
+            "chat_template": self.template_info,
+            "max_context": self.max_context,
+            "dtype": dtype_name(self.dtype),
+            "device": str(self.device),
+        }
+
+    def auto_batch_size(self, length: int, max_new_tokens: int) -> int:
+        """`--batch-size auto`: on CUDA, as many sequences as their K/V caches fit in 60% of free memory; one on the
+        CPU, where a batch buys little speed."""
+        if self.device.type != "cuda":
+            return 1
+        config = self.model.config
+        layers = getattr(config, "num_hidden_layers", 1)
+        heads = getattr(config, "num_key_value_heads", None) or getattr(config, "num_attention_heads", 1)
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        elem = torch.finfo(self.dtype).bits // 8
+        tokens = length + max_new_tokens
+        per_sequence = 2 * layers * heads * head_dim * elem * tokens + 16 * config.hidden_size * elem * tokens
+        free = torch.cuda.mem_get_info(self.device)[0]
+        return max(1, min(_CUDA_MAX_BATCH, int(0.6 * free // per_sequence)))
+
+    # --- token-level methods (used by mmx serve and the lm-eval bridge) ----------------------------------------------
+
+    @torch.inference_mode()
+    def generate_tokens(
+        self, prompts: list[list[int]], max_new_tokens: int, stop: list[str] | None = None
+    ) -> list[list[int]]:
+        """Greedy new token ids for token-id prompts taken as the model's whole input, in batches of similar lengths.
+        A row ends before EOS, or with the token that completes a stop string (callers cut the text there)."""
+        from transformers import GenerationConfig
+
+        stops = [s for s in (stop or []) if s]
+        for ids in prompts:
+            if len(ids) + max_new_tokens > self.max_context:
+                raise MmxError(
+                    f"a prompt of {len(ids)} tokens plus {max_new_tokens} new tokens exceeds the model's context of "
+                    f"{self.max_context} tokens",
+                    "use shorter lengths, or pass max_context if the model extrapolates",
+                )
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.eos_ids or None,
+            stop_strings=stops or None,
+        )
+        outputs: list[list[int]] = [[] for _ in prompts]
+        for batch in self._batches([p or self.start_ids for p in prompts]):
+            input_ids, mask = self._left_pad([ids for _, ids in batch])  # [B, L] each
+            generated = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=mask,
+                generation_config=config,
+                tokenizer=self.tokenizer.tok if stops else None,
+            )
+            new = generated[:, input_ids.shape[1] :].tolist()  # [B, new tokens]
+            for (index, _), ids in zip(batch, new, strict=True):
+                outputs[index] = self._until_eos(ids)
+        return outputs
+
+    def loglikelihood_tokens(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """Token-level log-likelihoods; an empty context means the start of a text (BOS, or EOS without one). A pair
+        longer than the context keeps its continuation and the nearest context tokens, as lm-eval does."""
+        sequences, starts = [], []
+        for context, continuation in pairs:
+            context = list(context) or list(self.start_ids)
+            if not context:
+                raise MmxError("an empty context needs a BOS or EOS token", "this tokenizer defines neither")
+            if len(continuation) > self.max_context:
+                raise MmxError(
+                    f"a continuation of {len(continuation)} tokens exceeds the model's context of {self.max_context}",
+                    "score shorter continuations",
+                )
+            whole = (context + list(continuation))[-(self.max_context + 1) :]
+            sequences.append(whole)
+            starts.append(len(whole) - len(continuation))
+        scored = self._score(sequences, starts, top_k=0)
+        return [(sum(s.logprob for s in row), all(s.greedy for s in row)) for row in scored]
+
+    def score_tokens(self, sequences: list[list[int]], top_k: int = 1, start: int = 1) -> list[list[TokenScore]]:
+        """Per-position scores of each sequence from position `start` on (position 0 has nothing to condition on)."""
+        for ids in sequences:
+            if len(ids) - 1 > self.max_context:
+                raise MmxError(
+                    f"a sequence of {len(ids)} tokens exceeds the model's context of {self.max_context}",
+                    "score a shorter text",
+                )
+        return self._score([list(s) for s in sequences], [max(1, start)] * len(sequences), top_k)
+
+    # --- internals -------------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _score(self, sequences: list[list[int]], starts: list[int], top_k: int) -> list[list[TokenScore]]:
+        """Score `sequences[i][starts[i]:]`, each token given everything before it, in left-padded batches."""
+        results: list[list[TokenScore]] = [[] for _ in sequences]
+        for batch in self._batches(sequences):
+            inputs = [ids[:-1] for _, ids in batch]  # the last token is only ever predicted
+            keep = max(len(ids) - starts[i] for i, ids in batch)
+            if keep <= 0:
+                continue
+            input_ids, mask = self._left_pad(inputs)  # [B, L]
+            kwargs: dict[str, Any] = {"attention_mask": mask}
+            if self._takes_positions:  # left padding: positions count real tokens only
+                kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+            if self._takes_keep:
+                kwargs["logits_to_keep"] = keep
+            logits = self.model(input_ids, **kwargs).logits[:, -keep:]  # [B, keep, V]
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            for row, (index, ids) in enumerate(batch):
+                n = len(ids) - starts[index]
+                if n <= 0:
+                    continue
+                lp = logprobs[row, keep - n :]  # [n, V]: the predictions of ids[start:]
+                target = torch.tensor(ids[starts[index] :], device=lp.device)
+                picked = lp.gather(1, target[:, None])[:, 0].tolist()
+                greedy = (lp.argmax(-1) == target).tolist()
+                if top_k > 0:
+                    values, indices = lp.topk(top_k, dim=-1)  # [n, k]
+                    tops = [
+                        tuple(zip(i, v, strict=True)) for i, v in zip(indices.tolist(), values.tolist(), strict=True)
+                    ]
+                else:
+                    tops = [()] * n
+                results[index] = [TokenScore(p, g, t) for p, g, t in zip(picked, greedy, tops, strict=True)]
+        return results
+
+    def _batches(self, sequences: list[list[int]]) -> list[list[tuple[int, list[int]]]]:
+        """(index, ids) groups of at most `batch_size`, longest first, so each batch pads little."""
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        return [
+            [(i, sequences[i]) for i in order[at : at + self.batch_size]]
+            for at in range(0, len(order), self.batch_size)
+        ]
+
+    def _left_pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids [B, L] padded on the left, and the attention mask [B, L] (1 on real tokens)."""
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            if seq:
+                ids[row, width - len(seq) :] = torch.tensor(seq)
+                mask[row, width - len(seq) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _until_eos(self, ids: list[int]) -> list[int]:
+        """New tokens up to (not including) the first EOS; what follows it is padding."""
+        for at, token in enumerate(ids):
+            if token in self.eos_ids:
+                return ids[:at]
+        return ids
+
+
+def from_spec(rest: str, **options: Any) -> HFBackend:
+    """`hf:PATH_OR_NAME` with options device, dtype, batch_size, chat_template, max_context."""
+    known = ("device", "dtype", "batch_size", "chat_template", "max_context")
+    return HFBackend(rest, **check_options(options, known, "hf: models"))
+
+
+register_backend("hf", from_spec)

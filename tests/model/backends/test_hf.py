@@ -1,0 +1,135 @@
+"""The `hf:` backend on a tiny local Llama: batching changes nothing, stops cut, log-likelihoods match a forward."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmx.errors import MmxError
+from mmx.model.backends.base import load_backend
+
+PROMPTS = [
+    "One of the special magic numbers for key-3 is",
+    "The grass is green.",
+    "Question: which answer is right?",
+    "What are all the special magic numbers for key-12 mentioned in the provided text? " * 3,
+    "x",
+]
+
+
+def reference_logprobs(backend, ids: list[int]) -> torch.Tensor:
+    """log P(ids[i] | ids[:i]) for i >= 1 from one unpadded forward pass of the raw transformers model."""
+    with torch.inference_mode():
+        logits = backend.model(torch.tensor([ids])).logits[0, :-1].float()  # [T-1, V]
+    return torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
+
+
+def test_batched_generation_equals_one_at_a_time(hf_backend):
+    batched = hf_backend.generate(PROMPTS, 12)
+    single = [hf_backend.generate([p], 12)[0] for p in PROMPTS]
+    assert batched == single
+    assert any(batched), "a random model still says something"
+
+
+def test_generation_follows_the_prompt_layout(hf_backend):
+    """Text prompts start with the tokenizer's BOS; `generate_tokens` takes ids verbatim, so both agree."""
+    assert hf_backend.prefix_ids == [1]
+    ids = hf_backend.prompt_ids(PROMPTS[0])
+    assert ids[0] == 1 and ids[1:] == hf_backend.tokenizer.encode(PROMPTS[0])
+    new = hf_backend.generate_tokens([ids], 10)[0]
+    assert 0 < len(new) <= 10 and hf_backend.eos_ids[0] not in new
+    assert hf_backend.tokenizer.decode(new) == hf_backend.generate([PROMPTS[0]], 10)[0]
+
+
+def test_stop_strings_cut_before_the_stop(hf_backend):
+    free = hf_backend.generate(PROMPTS, 16)
+    stops = [text[3:5] for text in free if len(text) >= 5][:1]
+    assert stops, "need a generated text long enough to pick a stop string from"
+    cut = hf_backend.generate(PROMPTS, 16, stop=stops)
+    for full, short in zip(free, cut, strict=True):
+        assert stops[0] not in short
+        assert full.startswith(short)
+        assert short == full.split(stops[0])[0]
+
+
+def test_loglikelihood_matches_an_unpadded_forward(hf_backend):
+    pairs = [("The grass is", " green."), ("Question: which answer is", " right? Yes"), ("", "The sky")]
+    got = hf_backend.loglikelihood(pairs)
+    for (context, continuation), (logprob, _) in zip(pairs, got, strict=True):
+        head = hf_backend.tokenizer.encode(context)
+        tail = hf_backend.tokenizer.encode(context + continuation)[len(head) :]
+        ids = [1, *head, *tail]  # BOS, then the pair; an empty context conditions on BOS alone
+        expected = reference_logprobs(hf_backend, ids)[-len(tail) :].sum().item()
+        assert logprob == pytest.approx(expected, abs=1e-4)
+
+
+def test_greedy_flag_is_true_exactly_for_the_greedy_continuation(hf_backend):
+    context = "The sky is blue. The grass"
+    ids = hf_backend.prompt_ids(context)
+    greedy_ids = []
+    with torch.inference_mode():
+        for _ in range(4):
+            logits = hf_backend.model(torch.tensor([ids + greedy_ids])).logits[0, -1]
+            greedy_ids.append(int(logits.argmax()))
+    (logprob, greedy), (_, other) = hf_backend.loglikelihood_tokens(
+        [(ids, greedy_ids), (ids, greedy_ids[:-1] + [(greedy_ids[-1] + 1) % 300])]
+    )
+    assert greedy and not other
+    assert logprob == pytest.approx(reference_logprobs(hf_backend, ids + greedy_ids)[-4:].sum().item(), abs=1e-4)
+
+
+def test_score_tokens_reports_the_top_choices(hf_backend):
+    ids = hf_backend.prompt_ids("The grass is green. The sky")
+    scores = hf_backend.score_tokens([ids], top_k=3)[0]
+    assert len(scores) == len(ids) - 1
+    reference = reference_logprobs(hf_backend, ids)
+    for position, score in enumerate(scores):
+        assert score.logprob == pytest.approx(reference[position].item(), abs=1e-4)
+        assert len(score.top) == 3 and score.top[0][1] >= score.top[1][1] >= score.top[2][1]
+        assert score.greedy == (score.top[0][0] == ids[position + 1])
+
+
+def test_chat_template_wraps_the_prompt(hf_dir: Path, tmp_path: Path):
+    backend = load_backend(f"hf:{hf_dir}", device="cpu", chat_template="tokenizer")
+    assert backend.tokenizer.decode(backend.prompt_ids("hi")) == "[user] hi\n[assistant] "
+    template = tmp_path / "chat.jinja"
+    template.write_text("<<{{ messages[0]['content'] }}>>")
+    custom = load_backend(f"hf:{hf_dir}", device="cpu", chat_template=str(template))
+    assert custom.tokenizer.decode(custom.prompt_ids("hi")) == "<<hi>>"
+    assert custom.describe()["chat_template"]["source"] == str(template)
+
+
+def test_describe_says_what_ran(hf_backend, hf_dir: Path):
+    info = hf_backend.describe()
+    assert info["spec"] == f"hf:{hf_dir}" and info["backend"] == "hf"
+    assert info["path"] == str(hf_dir.resolve()) and info["model_type"] == "llama"
+    assert (info["dtype"], info["device"], info["max_context"]) == ("fp32", "cpu", 4096)
+    assert info["random_weights"] is False and info["parameters"] > 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "options", "message"),
+    [
+        ("hf:/no/such/model-dir", {}, "neither a local directory nor in the local Hugging Face cache"),
+        ("hf:", {}, "needs a model directory"),
+        ("hf:HF_DIR", {"concurrency": 2}, "does not apply to hf: models"),
+        ("hf:HF_DIR", {"dtype": "fp8"}, "unknown dtype"),
+        ("hf:HF_DIR", {"chat_template": "/no/such.jinja"}, "chat template /no/such.jinja not found"),
+    ],
+    ids=["missing-dir", "empty", "foreign-option", "bad-dtype", "missing-template"],
+)
+def test_bad_specs_are_one_clear_error(hf_dir: Path, spec: str, options: dict, message: str):
+    with pytest.raises(MmxError, match=message):
+        load_backend(spec.replace("HF_DIR", str(hf_dir)), **options)
+
+
+def test_a_directory_without_a_model_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(MmxError, match="cannot load a causal LM"):
+        load_backend(f"hf:{tmp_path}")
+
+
+def test_too_long_prompts_are_refused(hf_backend):
+    with pytest.raises(MmxError, match="exceeds the model's context of 4096"):
+        hf_backend.generate_tokens([[5] * 4090], 10)

@@ -1,0 +1,1 @@
+"""Fixtures shared across test folders, loaded by tests/conftest.py."""
