@@ -17,6 +17,9 @@ OK = "ok"
 OOM = "oom"
 ERROR = "error"
 
+# RULER's effective length: the longest length scoring above Llama-2-7B-chat's mean at 4k (85.6).
+EFFECTIVE_THRESHOLD = 85.6
+
 
 @dataclass(frozen=True)
 class CellScore:
@@ -109,7 +112,7 @@ def weighted_average(means: Mapping[int, float], increasing: bool = True) -> flo
     return sum(w * v for w, v in zip(weights, ordered, strict=True)) / (count * (count + 1) / 2)
 
 
-def effective_length(means: Mapping[int, float], threshold: float = 85.6) -> int | None:
+def effective_length(means: Mapping[int, float], threshold: float = EFFECTIVE_THRESHOLD) -> int | None:
     """The longest length whose mean exceeds `threshold` (strictly); None when no length does."""
     passing = [n for n, v in means.items() if v > threshold]
     return max(passing) if passing else None
@@ -160,7 +163,7 @@ class Summary:
         }
 
 
-def summarize(means: Mapping[int, float | None], threshold: float = 85.6) -> Summary:
+def summarize(means: Mapping[int, float | None], threshold: float = EFFECTIVE_THRESHOLD) -> Summary:
     """Every summary figure from a mean per length; lengths without a mean are left out of all of them."""
     known = {n: v for n, v in sorted(means.items()) if v is not None}
     return Summary(

@@ -10,11 +10,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mmx.results.aggregate import DepthMatrix, LengthMean, Summary, depth_matrix, length_means, summarize
+from mmx.results.aggregate import (
+    EFFECTIVE_THRESHOLD,
+    DepthMatrix,
+    LengthMean,
+    Summary,
+    depth_matrix,
+    length_means,
+    summarize,
+)
 from mmx.results.published import Reference, get_reference
 from mmx.results.runs import NIAH_TASK, Run, bench_series_name, load_runs
 
-DEFAULT_THRESHOLD = 85.6  # RULER: Llama-2-7B-chat's score at 4k
+DEFAULT_THRESHOLD = EFFECTIVE_THRESHOLD
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,10 @@ def report(
     from mmx.results.html import write_html  # matplotlib and jinja2 load only when a report is made
 
     if not 0 <= threshold <= 100:
-        raise MmxError(f"--threshold {threshold:g} is outside 0–100", "scores are on a 0–100 scale; RULER uses 85.6")
+        raise MmxError(
+            f"--threshold {threshold:g} is outside 0–100",
+            f"scores are on a 0–100 scale; RULER uses {DEFAULT_THRESHOLD}",
+        )
     built = Report.build(runs, references=reference or [], threshold=threshold, join=not separate)
     tables = all_tables(built)
     if markdown:
