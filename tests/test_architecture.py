@@ -59,3 +59,20 @@ def test_an_import_against_the_plan_fails_the_check(tmp_path: Path, module: str,
     result = _lint(layout)
     assert result.returncode != 0
     assert "BROKEN" in result.stdout
+
+
+def test_every_package_is_listed_for_the_wheel() -> None:
+    """A package missing from `[tool.setuptools] packages` works in an editable install but is absent from a wheel."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    folders = {"mmx": "mmx_cli", **{f"mmx.{name}": folder for name, folder in PARTS.items()}}
+    assert {name: path for name, path in config["package-dir"].items()} == folders
+    found = set()
+    for root_name, folder in folders.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / folder).parts
+            if root_name == "mmx" and relative and relative[0] in PARTS:
+                continue
+            found.add(".".join((root_name, *relative)))
+    assert found == listed
