@@ -1,6 +1,6 @@
 """The shipped default model: its weights load, and a short CPU `mmx eval` reproduces the recorded predictions.
 
-`results/reference/mmx-mini-cpu-check/` is a run directory written by the command in its run.json, on a CPU, from
+`benchmarks/results/mmx-mini/cpu-check/` is a run directory written by the command in its run.json, on a CPU, from
 the shipped weights; rerunning that command must give the same prompts, the same predictions and the same scores.
 """
 
@@ -19,7 +19,7 @@ from mmx.model.config import MiniMaxConfig
 from mmx.results.store import RunStore
 
 WEIGHTS = Path(mmx.model.__file__).parent / "weights" / "mmx-mini"
-REFERENCE = Path(__file__).resolve().parents[3] / "results" / "reference" / "mmx-mini-cpu-check"
+REFERENCE = Path(__file__).resolve().parents[3] / "benchmarks" / "results" / "mmx-mini" / "cpu-check"
 
 
 def test_shipped_weights_match_the_preset_and_the_size_budget() -> None:
