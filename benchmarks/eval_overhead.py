@@ -11,7 +11,7 @@ into
 
 Overhead = 1 - forward / wall. Model loading and imports happen before the clock starts. Usage:
 
-    python tools/bench_runner_overhead.py --model random:mmx-mini --lengths 4k,8k --samples 2
+    python -m benchmarks.eval_overhead --model random:mmx-mini --lengths 4k,8k --samples 2
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def main() -> None:
     lengths = parse_sizes(args.lengths)
     result = measure(args.model, tasks, lengths, args.samples, args.batch_size)
     result.update(
-        command=["python", "tools/bench_runner_overhead.py", *sys.argv[1:]],
+        command=["python", "-m", "benchmarks.eval_overhead", *sys.argv[1:]],
         tasks=tasks,
         lengths=lengths,
         machine=f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",

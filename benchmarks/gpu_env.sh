@@ -1,5 +1,13 @@
-# Source on the GPU machine (its python3 has torch/triton/transformers but not mmx): installs carried wheels from
-# .whl/ (typer, rich, pydantic, fla, ...) and makes `import mmx` and the `mmx` command work from this checkout.
+# Make `import mmx` and the `mmx` command work from this checkout on a GPU machine whose python3 already has torch
+# (and triton, transformers) but where mmx is not installed and nothing can be downloaded. From the repository root:
+#
+#   source benchmarks/gpu_env.sh
+#   mmx info && python -m benchmarks.kernels.sweep --help
+#
+# Wheels of the other dependencies (typer, rich, jinja2, flash-linear-attention, ...) placed in .whl/ beforehand
+# (`pip download -d .whl ...` on a machine with network) are unpacked into /tmp/site. The packages are laid out under
+# /tmp/mmxsrc as the installed wheel has them: mmx_cli/ is copied to `mmx/` (source this again after editing it) and
+# model/, kernels/, tasks/, results/ are linked in as `mmx/model`, .... PYTHONPATH and PATH change for this shell only.
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 fi

@@ -9,8 +9,11 @@ kernel calls at the last chunk's shape; and, per path, the error of the last 128
 key/value head's query heads) against fp32 softmax with the mask written out. Last, the whole model (`small` cut to
 8 hybrid layers, random weights, up to 64k tokens) prefilled through each path against one forward without a cache.
 
-    python3 results/reference/throughput-attention-bench.py --out attention.json
-    python3 results/reference/throughput-attention-bench.py --device cpu --length 8k --chunk 1k --heads 8 --head-dim 32
+    python -m benchmarks.prefill_attention --out attention.json
+    python -m benchmarks.prefill_attention --device cpu --length 8k --chunk 1k --heads 8 --kv-heads 2 --head-dim 32
+
+Run from the repository root with mmx importable (`pip install -e .`, or `source benchmarks/gpu_env.sh`); set
+MMX_COMMIT to record the commit of a copy without `.git`.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ CHECKED_ROWS = 128  # queries per checked chunk compared with the fp32 reference
 def paths(length: int) -> dict[str, Path]:
     """The chunked paths compared: the two of the model, the split path restricted to FlashAttention-2, and the split
     path with no block limit, where `key_pieces` cuts each chunk's cached keys into powers of two (up to half the
-    prompt; session 2's JSON names this row "split, cuDNN in one call per chunk", which it is not)."""
+    prompt; `benchmarks/results/throughput/h200-prefill-attention-256k.json` calls this row "split, cuDNN in one call
+    per chunk", which it is not)."""
     return {
         "masked": ca.masked_attention,
         "split": ca.split_attention,
@@ -189,14 +193,16 @@ def model_agreement(device: torch.device, dtype: torch.dtype, length: int, chunk
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("--out", help="write the results here as JSON (rewritten after every section)")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--length", default="256k")
-    parser.add_argument("--chunk", default="4k")
-    parser.add_argument("--heads", type=int, default=64)
-    parser.add_argument("--kv-heads", type=int, default=8)
-    parser.add_argument("--head-dim", type=int, default=128)
+    parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (bf16 on CUDA, fp32 on the CPU)")
+    parser.add_argument("--length", default="256k", help="prompt length in tokens")
+    parser.add_argument("--chunk", default="4k", help="prefill chunk in tokens")
+    parser.add_argument("--heads", type=int, default=64, help="query heads")
+    parser.add_argument("--kv-heads", type=int, default=8, help="key/value heads")
+    parser.add_argument("--head-dim", type=int, default=128, help="channels per head")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

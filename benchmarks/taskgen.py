@@ -1,7 +1,7 @@
 """How long building one task sample takes, per task and length, with the byte tokenizer and a locally trained BPE.
 
-    python tools/bench_taskgen.py                      # byte: 128k, 1M, 4M; BPE (32k vocab): 128k, 1M
-    python tools/bench_taskgen.py --tasks niah_single_1,cwe --byte-lengths 4m --bpe-lengths "" --samples 2
+    python -m benchmarks.taskgen                   # byte: 128k, 1M, 4M; BPE (32k vocab): 128k, 1M
+    python -m benchmarks.taskgen --tasks niah_single_1,cwe --byte-lengths 4m --bpe-lengths "" --samples 2
 
 Each cell builds samples 0..n-1 in one process pinned to one CPU core and reports the mean wall time of samples 1..n-1
 ("warm": what an evaluation loop pays per sample) and the time of sample 0 ("first": it also pays one-time work such
