@@ -26,7 +26,7 @@ _WARPS = ("fwd_warps", "local_warps", "bwd_warps")
 
 @dataclass(frozen=True)
 class KernelConfig:
-    """Block sizes and launch options; the defaults were tuned on an H200 (see results/reference/kernels-*)."""
+    """Block sizes and launch options; the defaults were tuned on an H200 (docs/benchmarks.md, the kernel sweep)."""
 
     chunk: int | None = None  # forward rows per block (intra products are chunk × chunk); None: see fwd_chunk
     segment: int | None = None  # rows per segment (a multiple of chunk); None sizes it to fill the device

@@ -1,4 +1,5 @@
-"""MiniMax-Text-01 in PyTorch: config, modules, checkpoints, tokenizers, backends, training."""
+"""MiniMax-Text-01 in PyTorch: config and presets, modules, cache, checkpoints, generation, tokenizers, and the
+backends every model under test implements."""
 
 from .cache import ModelCache
 from .config import PRESETS, MiniMaxConfig

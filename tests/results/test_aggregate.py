@@ -106,7 +106,7 @@ def test_depth_matrix_groups_needle_samples_by_depth_and_length() -> None:
     assert m.cells[(50.0, 8 * K)].oom and (0.0, 8 * K) not in m.cells
 
 
-def test_published_references_are_the_spec_table() -> None:
+def test_published_references_are_the_minimax_report_table() -> None:
     minimax = get_reference("MiniMax-Text-01")
     assert minimax.means[4 * K] == 96.3 and minimax.means[1024 * K] == 91.0 and len(minimax.means) == 9
     assert REFERENCES["gpt-4o"].means == dict(zip(RULER_LENGTHS[:5], [97.0, 92.1, 89.0, 88.8, 88.4], strict=True))

@@ -1,7 +1,7 @@
 """The ceilings MFU and bandwidth figures are quoted against: a datasheet table for common GPUs, or measured.
 
 Datasheet numbers are dense bf16/fp16 tensor-core rates and HBM bandwidth. Measuring times a large matrix product
-in the run's dtype and a large device-to-device copy (bytes read plus written), which is what a lent GPU actually
+in the run's dtype and a large device-to-device copy (bytes read plus written), which is what the GPU at hand actually
 reaches; unknown devices are always measured.
 """
 

@@ -89,7 +89,7 @@ def _record(
     batch_size: int | None = None,
     error: str | None = None,
 ) -> dict[str, Any]:
-    """One line of `samples.jsonl` (contract in DESIGN.md) for the sweep's task `name`; `error` only when unscored."""
+    """One line of `samples.jsonl` (fields: docs/formats.md) for the sweep task `name`; `error` only when unscored."""
     record: dict[str, Any] = {
         "task": name,
         "length": sample.length,
