@@ -28,6 +28,7 @@ from mmx.tasks.sample import Sample
 from mmx.tasks.scoring import METRICS
 
 ESSAYS_HF = "baber/paul_graham_essays"
+ICL_TOKENS = 500  # the port's vt sizes its worked example to this many tokens
 ESSAY_TASKS = {"niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multivalue", "niah_multiquery"}
 ESSAY_HINT = (
     "run `python -c \"import datasets; datasets.load_dataset('baber/paul_graham_essays')\"` once online, or pass "
@@ -234,9 +235,22 @@ class LmEvalRulerTask:
             params["data"] = str(Path(self.data).expanduser().resolve())
         return params
 
+    def _check_worked_example(self, module: Any, tokenizer: Any) -> None:
+        """The port's vt makes its worked example in 500 tokens and retries forever when it cannot; say so instead."""
+        if self.name != "vt":
+            return
+        with _seeded(0), contextlib.redirect_stdout(io.StringIO()):
+            text, _ = module.generate_input_output(5, 1, 4, is_icl=True)
+        if len(tokenizer.encode(text)) > ICL_TOKENS:
+            raise MmxError(
+                "lm-eval's vt cannot fit its worked example into 500 tokens of this tokenizer (it would never finish)",
+                "use a subword tokenizer's model, or --source mmx / ruler:DIR for vt",
+            )
+
     def _rows(self, tokenizer: Any, length: int, n: int, seed: int) -> list[dict[str, Any]]:
         """The port's rows for one length, `n` of them, with the three redirections in place."""
         module = _module(self.spec.module)
+        self._check_worked_example(module, tokenizer)
         adapter = TokenizerAdapter(tokenizer)
         generator = getattr(module, self.spec.generator)
 
