@@ -20,7 +20,7 @@ from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 
 from mmx.results.report import BenchSeries, Report, RunAnalysis
-from mmx.results.tables import run_title
+from mmx.results.tables import not_comparable, run_title
 from mmx.sizes import format_size
 
 PALETTE = ["#2563eb", "#ea580c", "#059669", "#9333ea", "#dc2626", "#0891b2", "#ca8a04", "#db2777", "#4b5563", "#65a30d"]
@@ -88,10 +88,17 @@ def _figure(width: float, height: float) -> Figure:
         return Figure(figsize=(width, height), layout="constrained")
 
 
-def _length_axis(ax: Axes, lengths: Iterable[int]) -> None:
+def _length_axis(ax: Axes, lengths: Iterable[int], small: bool = False) -> None:
+    """A log2 length axis with a tick per length; on small panels with many lengths the labels turn 45 degrees so
+    neighbours never overlap."""
     ticks = sorted(set(lengths))
     ax.set_xscale("log", base=2)
     ax.set_xticks(ticks, [format_size(n) for n in ticks])
+    if small and len(ticks) > 4:
+        ax.tick_params(axis="x", labelrotation=45)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+            label.set_rotation_mode("anchor")
     ax.minorticks_off()
     if len(ticks) == 1:
         ax.set_xlim(ticks[0] / 1.5, ticks[0] * 1.5)
@@ -137,7 +144,7 @@ def mean_chart(report: Report) -> Chart | None:
                 marker=".",
                 lw=1.4,
                 color=REFERENCE_COLORS[i % len(REFERENCE_COLORS)],
-                label=f"{ref.label} (published)",
+                label=f"{ref.label} (published{'; not comparable' if not_comparable(report) else ''})",
             )
         ax.axhline(report.threshold, color="#6b7280", lw=1, ls=":")
         ax.annotate(
@@ -170,7 +177,7 @@ def task_grid_chart(report: Report) -> Chart | None:
     cols = min(4, len(tasks))
     rows = math.ceil(len(tasks) / cols)
     with rc_context(_STYLE):
-        fig = _figure(2.6 * cols, 2.0 * rows + 0.4)
+        fig = _figure(2.6 * cols, 2.2 * rows + 0.4)
         axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
         for ax, task in zip(axes, tasks, strict=False):
             for a in scored:
@@ -179,11 +186,13 @@ def task_grid_chart(report: Report) -> Chart | None:
                     xs, ys = zip(*points, strict=True)
                     ax.plot(xs, ys, marker="o", ms=3, lw=1.6, color=colors[a.run.label], label=run_title(a.run))
             ax.set_title(task, fontsize=9)
-            _length_axis(ax, report.lengths)
+            _length_axis(ax, report.lengths, small=True)
             _score_axis(ax)
             ax.tick_params(labelsize=7)
         for ax in axes[len(tasks) :]:
             ax.set_visible(False)
+        for ax in axes[: len(tasks)]:  # shared x: the bottom panel of each column carries the labels
+            ax.xaxis.set_tick_params(labelbottom=True)
         if len(scored) > 1:
             handles, labels = axes[0].get_legend_handles_labels()
             fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(scored)), fontsize=8)

@@ -24,6 +24,7 @@ NIAH_TASK = "niah"
 _LISTED = 6  # missing cells named one by one before "and N more"
 # eval parameters that may differ between runs joined into one curve (`join_parts`); every other one must match
 _PART_PARAMS = frozenset({"lengths", "samples"})
+_GRID_PARAMS = frozenset({"depths", "spacing"})  # a needle grid's depths, which joined heatmaps may differ in
 # run.json fields that are per part: a joined run keeps each part's value, by directory name, where they differ
 _PART_META = ("command", "git_commit", "hardware", "versions", "started_at")
 
@@ -84,6 +85,21 @@ class Run:
         return str(self.model.get("name") or self.model.get("spec") or self.path.name)
 
     @property
+    def source(self) -> dict[str, Any]:
+        """Where the run's prompts came from (`params.source`); runs made before it was recorded used mmx's own
+        generators, and their substitutes are read off their task parameters."""
+        recorded = self.params.get("source")
+        if isinstance(recorded, dict) and recorded.get("source"):
+            return recorded
+        return legacy_source(self.params) if self.kind == "eval" else {}
+
+    @property
+    def source_name(self) -> str:
+        """A short name for tables: mmx, RULER data, lm-eval (empty for runs that are not eval sweeps)."""
+        spec = str(self.source.get("source") or "")
+        return "RULER data" if spec.startswith("ruler:") else spec
+
+    @property
     def random_weights(self) -> bool:
         """True when the model under test had untrained weights, so its scores say nothing about quality."""
         return bool(self.model.get("random_weights")) or str(self.model.get("spec", "")).startswith("random:")
@@ -132,6 +148,21 @@ class Run:
     @cached_property
     def progress(self) -> Progress:
         return progress(self)
+
+
+def legacy_source(params: dict[str, Any]) -> dict[str, Any]:
+    """The provenance of an eval run recorded before runs named their prompt source: mmx's generators."""
+    task_params = params.get("task_params") or {}
+    substitutes = []
+    if any((p.get("haystack_params") or {}).get("corpus") == "builtin" for p in task_params.values()):
+        substitutes.append("essay haystack: mmx's generated prose instead of Paul Graham's essays")
+    substitutes += [
+        f"{p['substitute_for']}: synthetic documents ({name}) instead of the real QA data"
+        for name, p in task_params.items()
+        if p.get("substitute_for")
+    ]
+    why = "mmx's own prompts" + (", with substitutes" if substitutes else "")
+    return {"source": "mmx", "substitutes": substitutes, "comparable": False, "not_comparable_because": why}
 
 
 @dataclass(frozen=True)
@@ -260,6 +291,15 @@ def _curve_key(run: Run) -> str | None:
         return None
     shared = {k: v for k, v in run.params.items() if k not in _PART_PARAMS}
     shared["model"] = pinned_model(run.params.get("model") or run.model)
+    if NIAH_TASK in run.expected_tasks:  # needle grids of any depths join into one heatmap (unmeasured cells: grey)
+        shared["task_params"] = {
+            name: {k: v for k, v in p.items() if k not in _GRID_PARAMS}
+            for name, p in (shared.get("task_params") or {}).items()
+        }
+        shared["task_options"] = {
+            name: {k: v for k, v in p.items() if k not in _GRID_PARAMS}
+            for name, p in (shared.get("task_options") or {}).items()
+        }
     return json.dumps(shared, sort_keys=True, default=str)
 
 

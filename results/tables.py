@@ -55,10 +55,30 @@ def fmt_score(value: float) -> str:
     return f"{value:.1f}"
 
 
+LABEL_CHARS = 34  # longer run labels are shortened in table rows; the Runs section keeps them whole
+SUBSTITUTE_MARK = "†"
+
+
 def run_title(run: Run) -> str:
-    """A run's label with the untrained-weights flag, as every table names it (once, if the name already says so)."""
+    """A run's label with its prompt source and the untrained-weights flag, as every table names it."""
+    title = run.label
+    if run.source_name and not title.endswith(f"· {run.source_name}"):
+        title = f"{title} · {run.source_name}"
     flagged = run.random_weights and "random weights" not in run.label
-    return f"{run.label} (random weights)" if flagged else run.label
+    return f"{title} (random weights)" if flagged else title
+
+
+def short_title(run: Run, limit: int = LABEL_CHARS) -> str:
+    """`run_title` cut to `limit` characters in the middle (the model's name and the source stay readable)."""
+    title = run_title(run)
+    if len(title) <= limit:
+        return title
+    head = limit // 2
+    return title[: head - 1] + "…" + title[len(title) - (limit - head) :]
+
+
+def uses_substitutes(run: Run) -> bool:
+    return bool(run.source.get("substitutes"))
 
 
 def _row_tags(run: Run) -> tuple[str, ...]:
@@ -127,11 +147,13 @@ def summary_table(report: Report) -> Table | None:
     any_partial = False
     for a in report.scored:
         short = _short_keys(a.run)
-        cells = [Cell(run_title(a.run))]
+        marked = uses_substitutes(a.run)
+        cells = [Cell(short_title(a.run) + (f" {SUBSTITUTE_MARK}" if marked else ""))]
         eff = a.summary.effective_length
         cells += [_length_cell(a, n, report.threshold, eff, short) for n in lengths]
         any_partial |= any("partial" in c.tags for c in cells)
-        rows.append(Row(cells + _figure_cells(a.summary), _row_tags(a.run)))
+        rows.append(Row(cells + _figure_cells(a.summary), _row_tags(a.run) + (("substitutes",) if marked else ())))
+    why_not = not_comparable(report)
     unmatched = []
     for ref in report.references:
         means = report.reference_means(ref)
@@ -139,7 +161,8 @@ def summary_table(report: Report) -> Table | None:
             unmatched.append(ref)
             continue
         summary = summarize(means, report.threshold)
-        cells = [Cell(f"{ref.label} (published, not measured)")]
+        mark = "published; not comparable ‡" if why_not else "published, not measured"
+        cells = [Cell(f"{ref.label} ({mark})", tags=("not-comparable",) if why_not else ())]
         for n in lengths:
             if n not in means:
                 cells.append(Cell(MISSING, tags=("missing",)))
@@ -148,7 +171,7 @@ def summary_table(report: Report) -> Table | None:
             if n == summary.effective_length:
                 tags.append("effective")
             cells.append(Cell(fmt_score(means[n]), means[n], tuple(tags)))
-        rows.append(Row(cells + _figure_cells(summary), ("reference",)))
+        rows.append(Row(cells + _figure_cells(summary), ("reference",) + (("not-comparable",) if why_not else ())))
     notes = [
         f"Score at a length: mean of the task scores × 100. Effective length: the longest length scoring above "
         f"{report.threshold:g}. wAvg: weights ∝ 1…n over the lengths in order (inc) or n…1 (dec). Retention: "
@@ -157,6 +180,10 @@ def summary_table(report: Report) -> Table | None:
     ]
     if any_partial:
         notes.append(f"{PARTIAL_MARK} partial: fewer tasks or samples than the run asked for (see the run notes).")
+    for a in report.scored:
+        if uses_substitutes(a.run):
+            subs = "; ".join(a.run.source["substitutes"])
+            notes.append(f"{SUBSTITUTE_MARK} {run_title(a.run)}: its RULER mean includes substitutes ({subs}).")
     for ref in unmatched:
         published = f"{format_size(min(ref.means))}–{format_size(max(ref.means))}"
         notes.append(f"{ref.label}: no published score at these lengths (published: {published}).")
@@ -168,7 +195,22 @@ def summary_table(report: Report) -> Table | None:
             f"Published rows are copied from the {src}, measured with NVIDIA's RULER; figures over this table's "
             f"lengths only."
         )
+        if why_not:
+            notes.append(
+                f"‡ not comparable: {why_not}. Only a run on RULER's own prompts (mmx eval ruler --source ruler:DIR, "
+                "all 13 tasks) compares with published rows; see docs/comparing.md."
+            )
     return Table("summary", "RULER summary", ["Model", *map(format_size, lengths), *SUMMARY_FIGURES], rows, notes=notes)
+
+
+def not_comparable(report: Report) -> str | None:
+    """Why the published rows do not compare with the measured runs (None when every run used RULER's prompts)."""
+    reasons = [
+        f"{run_title(a.run)}: {a.run.source.get('not_comparable_because') or 'unknown prompt source'}"
+        for a in report.scored
+        if not a.run.source.get("comparable")
+    ]
+    return "; ".join(reasons) if reasons else None
 
 
 def task_table(report: Report) -> Table | None:
@@ -180,7 +222,7 @@ def task_table(report: Report) -> Table | None:
     columns, groups = ["Task"], [("", 1)]
     for a in scored:
         columns += [format_size(n) for n in a.means]
-        groups.append((run_title(a.run), len(a.means)))
+        groups.append((short_title(a.run), len(a.means)))
     shorts = [_short_keys(a.run) for a in scored]
     rows = []
     for task in tasks:
@@ -291,12 +333,14 @@ def overview_table(report: Report) -> Table:
         status = Cell(p.status, tags=() if p.status == "complete" else ("partial",))
         weights = Cell("random", tags=("fail",)) if run.random_weights else Cell("trained")
         spec = str(run.model.get("spec") or MISSING)
-        rows.append(Row([Cell(run.label), Cell(run.kind), Cell(spec), weights, status, Cell(records)], _row_tags(run)))
+        prompts = Cell(str(run.source.get("source") or MISSING))
+        cells = [Cell(run_title(run)), Cell(run.kind), Cell(spec), prompts, weights, status, Cell(records)]
+        rows.append(Row(cells, _row_tags(run)))
     notes = [f"{a.run.label}: {note}" for a in report.analyses for note in a.run.progress.notes]
     if any(a.run.random_weights for a in report.analyses):
         notes.append("Runs with random weights test the pipeline, not a model: their scores carry no meaning.")
-    columns = ["Run", "Kind", "Model spec", "Weights", "Status", "Records"]
-    return Table("runs", "Runs", columns, rows, notes=notes, text_columns=5)
+    columns = ["Run", "Kind", "Model spec", "Prompts", "Weights", "Status", "Records"]
+    return Table("runs", "Runs", columns, rows, notes=notes, text_columns=6)
 
 
 def all_tables(report: Report) -> list[Table]:

@@ -99,36 +99,46 @@ class CommonWords(Task):
         }
 
     def draft(self, rng: random.Random, counter: TokenCounter, budget: Budget) -> Draft:
-        aim, slack = budget.aim, budget.slack
         singles = list(lexicon().common_words)
         rng.shuffle(singles)
         n = self.num_cw
         example_common, example_rare = singles[:n], singles[n : n + EXAMPLE_UNCOMMON]
-        common = singles[n + EXAMPLE_UNCOMMON : 2 * n + EXAMPLE_UNCOMMON]
-        taken = set(singles[: 2 * n + EXAMPLE_UNCOMMON])
-        pool = _uncommon_words(rng, singles[2 * n + EXAMPLE_UNCOMMON :], common, taken)
-
         example = self._example(rng, example_common, example_rare)
         head = INSTRUCTION.format(n=n) + example + REAL_HEAD
         question = QUESTION.format(n=n)
         prefix = self.answer_prefix(ANSWER_PREFIX.format(n=n))
         numbers = counter.tables.setdefault("cwe-numbers", NumberCosts(counter))
         fixed = counter.once(head) + counter.once(question) + counter.once(prefix)
-        common_cost = sum(counter(" " + w) for w in common)
+        state = rng.getstate()
+        for form in ("words", "compounds"):  # as RULER: one pool for answers and distractors, bigger when needed
+            rng.setstate(state)
+            words = _word_pool(rng, form, singles[n + EXAMPLE_UNCOMMON :])
+            common = _distinct_answers(words, n)
+            common_cost = sum(counter(" " + w) for w in common)
 
-        def smallest_list(freq_cw: int, freq_ucw: int) -> int:  # the common words plus as many uncommon ones
-            entries = n * (freq_cw + freq_ucw)
-            return fixed + numbers(entries) + (freq_cw + freq_ucw) * common_cost
+            def smallest_list(freq_cw: int, freq_ucw: int, cost: int = common_cost) -> int:  # commons + as many others
+                return fixed + numbers(n * (freq_cw + freq_ucw)) + (freq_cw + freq_ucw) * cost
 
-        full = budget.length >= SHORT and smallest_list(self.freq_cw, self.freq_ucw) <= aim
-        freq_cw, freq_ucw = (self.freq_cw, self.freq_ucw) if full else SHORT_FREQS
-        too_short_unless(aim, smallest_list(freq_cw, freq_ucw))
-        base_entries = n * freq_cw
-        base = fixed + numbers(base_entries) + freq_cw * common_cost
-        chosen = self._fill(pool, counter, numbers, aim - base, base_entries, freq_ucw, slack)
+            full = budget.length >= SHORT and smallest_list(self.freq_cw, self.freq_ucw) <= budget.aim
+            freq_cw, freq_ucw = (self.freq_cw, self.freq_ucw) if full else SHORT_FREQS
+            too_short_unless(budget.aim, smallest_list(freq_cw, freq_ucw))
+            base_entries = n * freq_cw
+            base = fixed + numbers(base_entries) + freq_cw * common_cost
+            pool = _uncommon_words(words, common)
+            chosen, exhausted = self._fill(
+                pool, counter, numbers, budget.aim - base, base_entries, freq_ucw, budget.slack
+            )
+            if not exhausted:
+                break
         entries = [w for w in common for _ in range(freq_cw)] + [w for w in chosen for _ in range(freq_ucw)]
         rng.shuffle(entries)
-        metadata = {"freq_cw": freq_cw, "freq_ucw": freq_ucw, "uncommon_words": len(chosen), "entries": len(entries)}
+        metadata = {
+            "freq_cw": freq_cw,
+            "freq_ucw": freq_ucw,
+            "uncommon_words": len(chosen),
+            "entries": len(entries),
+            "word_form": form,
+        }
         return Draft([head, numbered(entries), question], prefix, common, metadata)
 
     @staticmethod
@@ -150,9 +160,9 @@ class CommonWords(Task):
         first_entry: int,
         freq: int,
         slack: int,
-    ) -> list[str]:
+    ) -> tuple[list[str], bool]:
         """Uncommon words (each `freq` times) filling `budget` tokens; then closes a gap of `slack` or more by adding
-        a word that fits or swapping a chosen word for a longer one."""
+        a word that fits or swapping a chosen word for a longer one. Also says whether the pool ran out first."""
         chosen: list[str] = []
         spent = 0
         m = first_entry
@@ -170,6 +180,7 @@ class CommonWords(Task):
             m += freq
         else:
             spare = []
+        exhausted = not spare and budget - spent >= slack
         gap = budget - spent
         if gap >= slack and spare:
             fits = [(cost(w, m), w) for w in spare if cost(w, m) <= gap]
@@ -189,20 +200,36 @@ class CommonWords(Task):
             if swaps:
                 _, i, new = max(swaps)
                 chosen[i] = new
-        return chosen
+        return chosen, exhausted
 
 
-def _uncommon_words(rng: random.Random, singles: list[str], common: list[str], taken: set[str]) -> Iterator[str]:
-    """Endless distinct words that contain no common word: the remaining lexicon words, then noun-noun compounds."""
-    hides_answer = re.compile("|".join(map(re.escape, common)))
-    seen = set(taken)
-    for word in singles:
-        if not hides_answer.search(word):
-            seen.add(word)
-            yield word
+def _word_pool(rng: random.Random, form: str, singles: list[str]) -> Iterator[str]:
+    """Distinct words in random order: the lexicon's plain words, or endless noun-noun compounds ("harborlantern")
+    for lists longer than the lexicon; the answers and the distractors of one list come from the same pool."""
+    if form == "words":
+        yield from singles
+        return
     nouns = lexicon().nouns
+    seen: set[str] = set()
     while True:
         word = rng.choice(nouns) + rng.choice(nouns)
-        if word not in seen and not hides_answer.search(word):
+        if word not in seen:
             seen.add(word)
             yield word
+
+
+def _distinct_answers(words: Iterator[str], n: int) -> list[str]:
+    """The first `n` words of the pool of which none contains another (so no answer is credited by another)."""
+    chosen: list[str] = []
+    for word in words:
+        if not any(word in c or c in word for c in chosen):
+            chosen.append(word)
+            if len(chosen) == n:
+                return chosen
+    raise RuntimeError("the word pool is smaller than the number of answers")
+
+
+def _uncommon_words(words: Iterator[str], common: list[str]) -> Iterator[str]:
+    """The rest of the pool, less any word that contains an answer (a substring match would credit it)."""
+    hides_answer = re.compile("|".join(map(re.escape, common)))
+    return (word for word in words if not hides_answer.search(word))

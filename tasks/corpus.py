@@ -103,21 +103,28 @@ def load_corpus(spec: str | None) -> Corpus:
     return _load_user_corpus(spec)
 
 
-@cache
-def _load_user_corpus(spec: str) -> Corpus:
+def read_texts(spec: str) -> list[str]:
+    """The raw texts of a corpus spec: one file, every `.txt`/`.md` file under a folder (sorted by path), or the
+    `COLUMN` (default `text`) of `hf:NAME[:COLUMN]` in the local Hugging Face cache."""
     if spec.startswith("hf:"):
         name, _, column = spec[3:].partition(":")
-        return from_paragraphs(spec, split_text("\n\n".join(_cached_dataset_texts(name, column or "text"))))
+        return _cached_dataset_texts(name, column or "text")
     path = Path(spec).expanduser()
     if not path.exists():
         raise MmxError(f"corpus path {spec!r} does not exist", "pass an existing text file or directory")
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix.lower() in _TEXT_SUFFIXES)
     if not files:
-        raise MmxError(f"no .txt or .md files under {spec!r}", "point --corpus at a text file or a folder of them")
+        raise MmxError(f"no .txt or .md files under {spec!r}", "point corpus= at a text file or a folder of them")
     texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
     if not any(t.strip() for t in texts):
         raise MmxError(f"corpus {spec!r} is empty", "give a file or directory with some prose in it")
-    return from_paragraphs(str(path), split_text("\n\n".join(texts)))
+    return texts
+
+
+@cache
+def _load_user_corpus(spec: str) -> Corpus:
+    name = spec if spec.startswith("hf:") else str(Path(spec).expanduser())
+    return from_paragraphs(name, split_text("\n\n".join(read_texts(spec))))
 
 
 def _cached_dataset_texts(name: str, column: str) -> list[str]:

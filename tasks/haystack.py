@@ -1,7 +1,7 @@
 """Haystacks and the weaving of needles into them at token depths.
 
 Three haystacks, as RULER names them: `noise` (a short group of plain sentences repeated line after line), `essay`
-(prose from a corpus, starting at a random paragraph and cycling), and `needle` (every line a distractor needle, made
+(prose from a corpus, from its start for every sample, cycling), and `needle` (every line a distractor needle, made
 by the task). A haystack is a stream of units — a sentence or a line, each with its leading separator and its token
 count — and `weave` takes units until a token budget is spent, cuts the last one to fit exactly, and places each needle
 at the last allowed boundary at or before its depth (a line start for line haystacks, any sentence end for prose).
@@ -53,15 +53,17 @@ def noise_haystack() -> Haystack:
 
 
 def essay_haystack(corpus: Corpus) -> Haystack:
-    """Corpus prose from a random paragraph onward, cycling; needles go after any sentence."""
+    """Corpus prose from its first sentence on, cycling; needles go after any sentence.
+
+    As in RULER, every sample of a length reads the same text up to its first needle (only the needles and their
+    depths differ), so the essays are no easier to skim in one sample than in another."""
 
     def units(rng: random.Random, counter: TokenCounter) -> Iterator[Unit]:
         counts = corpus.counts(counter)
-        first = rng.choice(corpus.starts)
-        order = itertools.chain(range(first, len(counts)), itertools.cycle(range(len(counts))))
+        order = itertools.cycle(range(len(counts)))
         return ((corpus.sentences[i], corpus.count(counter, counts, i), True) for i in order)
 
-    return Haystack("essay", units, " ", "", corpus.describe())
+    return Haystack("essay", units, " ", "", {**corpus.describe(), "start": "first sentence, every sample"})
 
 
 def line_haystack(lines: Callable[[random.Random], Iterator[str]]) -> Haystack:

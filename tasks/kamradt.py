@@ -40,26 +40,29 @@ ACTIVITIES = (
     "share a pot of mint tea with the ferryman",
     "fly a kite on the windy ridge",
 )
-SIGMOID_STEEPNESS = 6.0  # larger puts more of the grid near 0% and 100%
+SIGMOID_STEEPNESS = 0.1  # Kamradt's logistic over 0-100: L = 100, x0 = 50, k = 0.1
 
 
 def depth_grid(count: int, spacing: str) -> list[float]:
-    """`count` depths in percent from 0 to 100, evenly spaced or denser at both ends ("sigmoid")."""
+    """`count` depths in percent from 0 to 100, as Kamradt's harness spaces them: evenly ("linear"), or each point
+    of the even grid passed through a logistic and rounded to 3 decimals, 0 and 100 kept ("sigmoid", denser near
+    both ends)."""
     if count < 1:
         raise MmxError(f"depths must be at least 1, got {count}", "use e.g. depths=10")
     if spacing not in ("linear", "sigmoid"):
         raise MmxError(f"unknown depth spacing {spacing!r}", "use linear or sigmoid")
     if count == 1:
         return [50.0]
-    xs = [i / (count - 1) for i in range(count)]
+    xs = [100 * i / (count - 1) for i in range(count)]
     if spacing == "linear":
-        return [round(100 * x, 2) for x in xs]
+        return [round(x, 2) for x in xs]
 
-    def squash(x: float) -> float:
-        return 1 / (1 + math.exp(-SIGMOID_STEEPNESS * (x - 0.5)))
+    def logistic(x: float) -> float:
+        if x in (0.0, 100.0):
+            return x
+        return round(100 / (1 + math.exp(-SIGMOID_STEEPNESS * (x - 50))), 3)
 
-    lo, hi = squash(0.0), squash(1.0)
-    return [round(100 * (squash(x) - lo) / (hi - lo), 2) for x in xs]
+    return [logistic(x) for x in xs]
 
 
 class Niah(Task):
@@ -85,7 +88,7 @@ class Niah(Task):
         custom = (needle, question, answer)
         if any(custom) and not all(x and x.strip() for x in custom):
             raise MmxError("needle, question and answer go together", "give all three, or none for the default needles")
-        if answer and needle and answer.casefold() not in needle.casefold():
+        if answer and needle and answer.lower() not in needle.lower():
             raise MmxError("the answer does not occur in the needle", "the needle sentence must contain the answer")
         self.needle, self.question, self.answer = needle, question, answer
         self.depths = depth_grid(depths, spacing)
@@ -118,5 +121,7 @@ class Niah(Task):
             "depth_index": depth_index,
             "needle_offset": woven.offsets[0],
             "placed_depth": round(100 * min(woven.offsets[0] / filler, 1.0), 2),
+            "needle": needle,
+            "question": question_text,
         }
         return Draft([INSTRUCTION, *woven.parts, question], prefix, [answer], metadata)

@@ -65,12 +65,16 @@ class DatasetSource:
         random.Random(budget.seed).shuffle(order)  # the same question for index i at every length
         item = self.data.items[order[budget.index % len(order)]]
         start = rng.randrange(len(self.data.pool))
-        return item, self._distractors(start, set(item.gold))
+        related = rng.sample(item.related, len(item.related))
+        return item, self._distractors(start, related, set(item.gold))
 
-    def _distractors(self, start: int, gold: set[str]) -> Iterator[str]:
-        pool, i = self.data.pool, start
-        while True:
-            if pool[i] not in gold:
+    def _distractors(self, start: int, related: list[str], gold: set[str]) -> Iterator[str]:
+        """The related documents first, then the pool from `start` on, cycling; the required documents are left
+        out of the first round only, so at lengths past the whole set they come back, as RULER repeats its set."""
+        yield from related
+        pool, i, first_round = self.data.pool, start, set(gold) | set(related)
+        for step in itertools.count():
+            if step >= len(pool) or pool[i] not in first_round:
                 yield pool[i]
             i = (i + 1) % len(pool)
 

@@ -1,8 +1,9 @@
 """Question-answering data for `qa_1` (SQuAD v2) and `qa_2` (HotpotQA), from a local file or the local HF cache.
 
-Both become the same shape: questions with their gold documents and answers, plus a pool of every document in the set
-from which distractors are drawn. Only answerable SQuAD questions are kept (as RULER does); HotpotQA's yes/no
-comparison questions are dropped too, since a containment check would pass any reply that says "yes".
+Both become the same shape as RULER builds them: questions with the documents every prompt must hold and the answers,
+plus a pool of every document in the set from which distractors are drawn. SQuAD: only answerable questions (as
+RULER), the gold paragraph required, the other paragraphs of its article as the first distractors. HotpotQA: all ten
+paragraphs of the distractor setting required (two gold, eight distractors, as RULER), yes/no questions kept.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ HOTPOT_HF = ("hotpotqa/hotpot_qa", "distractor", "validation")
 class QaItem:
     question: str
     answers: tuple[str, ...]
-    gold: tuple[str, ...]  # document texts the answer needs, in the order the question uses them
+    gold: tuple[str, ...]  # documents every prompt holds (the answer's, and for HotpotQA its given distractors)
+    related: tuple[str, ...] = ()  # the first distractors (SQuAD: the other paragraphs of the same article)
 
 
 @dataclass(frozen=True)
@@ -46,13 +48,23 @@ def _qa_set(items: list[QaItem], source: str, documents: Iterable[str] = ()) -> 
     if not items:
         raise MmxError(f"no usable questions in {source}", "pass a SQuAD v2 / HotpotQA dev file with answers")
     pool = tuple(dict.fromkeys([*(doc for item in items for doc in item.gold), *documents]))
-    digest = hashlib.sha256(json.dumps([[i.question, i.answers, i.gold] for i in items]).encode()).hexdigest()
+    content = json.dumps([[i.question, i.answers, i.gold, i.related] for i in items])
+    digest = hashlib.sha256(content.encode()).hexdigest()
     return QaSet(tuple(items), pool, source, digest)
 
 
-def squad_items(rows: Iterable[tuple[str, str, list[str]]]) -> list[QaItem]:
-    """(context, question, answer texts) rows -> answerable items."""
-    return [QaItem(q, tuple(dict.fromkeys(a)), (c,)) for c, q, a in rows if any(x.strip() for x in a)]
+def squad_items(rows: Iterable[tuple[str, str, list[str], str]]) -> list[QaItem]:
+    """(context, question, answer texts, article) rows -> answerable items, with their article's other paragraphs."""
+    rows = [row for row in rows if any(x.strip() for x in row[2])]
+    articles: dict[str, list[str]] = {}
+    for context, _, _, article in rows:
+        articles.setdefault(article, [])
+        if context not in articles[article]:
+            articles[article].append(context)
+    return [
+        QaItem(q, tuple(dict.fromkeys(a)), (c,), tuple(p for p in articles[article] if p != c))
+        for c, q, a, article in rows
+    ]
 
 
 HotpotRow = tuple[str, str, list[tuple[str, str]], set[str]]
@@ -63,13 +75,11 @@ def hotpot_document(title: str, text: str) -> str:
 
 
 def hotpot_items(rows: Iterable[HotpotRow]) -> list[QaItem]:
-    """(question, answer, [(title, text)], supporting titles) rows -> items whose gold are the supporting paragraphs."""
+    """(question, answer, [(title, text)], supporting titles) rows -> items that require all their paragraphs."""
     items = []
-    for question, answer, paragraphs, support in rows:
-        if answer.strip().lower() in ("yes", "no", ""):
-            continue
-        gold = tuple(hotpot_document(title, text) for title, text in paragraphs if title in support)
-        if gold:
+    for question, answer, paragraphs, _support in rows:
+        gold = tuple(hotpot_document(title, text) for title, text in paragraphs)
+        if gold and answer.strip():
             items.append(QaItem(question, (answer,), gold))
     return items
 
@@ -89,7 +99,7 @@ def load_squad(path: str | None) -> QaSet | None:
         data = _read_json(Path(path).expanduser())
         try:
             rows = [
-                (para["context"], qa["question"], [a["text"] for a in qa.get("answers", [])])
+                (para["context"], qa["question"], [a["text"] for a in qa.get("answers", [])], article.get("title", ""))
                 for article in data["data"]
                 for para in article["paragraphs"]
                 for qa in para["qas"]
@@ -103,7 +113,7 @@ def load_squad(path: str | None) -> QaSet | None:
     rows_hf = load_cached_dataset(name, config, split)
     if rows_hf is None:
         return None
-    rows = [(r["context"], r["question"], list(r["answers"]["text"])) for r in rows_hf]
+    rows = [(r["context"], r["question"], list(r["answers"]["text"]), r.get("title", "")) for r in rows_hf]
     return _qa_set(squad_items(rows), f"hf:{name}:{split}")
 
 

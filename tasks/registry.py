@@ -51,8 +51,12 @@ def list_tasks() -> list[str]:
     return [name for name in RULER_TASKS if name in _FACTORIES] + sorted(set(_FACTORIES) - set(RULER_TASKS))
 
 
+# options a factory's signature takes that a task of that name has no use for (needles in noise need no essays)
+_UNUSED = {name: {"corpus"} for name, spec in RULER_NIAH.items() if spec.haystack != "essay"}
+
+
 def task_options(name: str) -> dict[str, Any]:
-    """The keyword options a task accepts, with their defaults (its own, then those every task takes)."""
+    """The keyword options a task uses, with their defaults (its own, then those every task takes)."""
     factory = _factory(name)
     target = factory.func if isinstance(factory, partial) else factory
     signatures = [c.__init__ for c in target.__mro__ if "__init__" in c.__dict__] if isinstance(target, type) else []
@@ -63,7 +67,7 @@ def task_options(name: str) -> dict[str, Any]:
         for param in inspect.signature(function).parameters.values():
             if param.kind is param.KEYWORD_ONLY:
                 options.setdefault(param.name, param.default)
-    return options
+    return {key: value for key, value in options.items() if key not in _UNUSED.get(name, ())}
 
 
 def get_task(name: str, **options: Any) -> Task:

@@ -3,7 +3,7 @@
 A chain starts with "VAR ABCDE = 12345." and each hop copies the previous variable: "VAR FGHIJ = VAR ABCDE.". With
 RULER's parameters there is one chain of four hops (five variables, five-letter capital names, a five-digit value),
 its statements spread over the noise haystack in order at random line boundaries, and one worked example before the
-real text. The answer is the five variable names.
+real text. The answer is the five variable names; as in RULER, the answer prefix says how many there are.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ INSTRUCTION = (
 EXAMPLE_HEAD = "\n\nHere is a short example."
 REAL_HEAD = "\n\nNow the real text."
 QUESTION = "\n\nQuestion: Which variables hold the value {value} in the text above?\n"
-ANSWER_PREFIX = "Answer: The variables that hold the value {value} are:"
+ANSWER_PREFIX = "Answer: Following the assignments above, {count} variables hold the value {value}. They are:"
 EXAMPLE_NOISE_LINES = 1
 
 
@@ -62,6 +62,7 @@ class VariableTracking(Task):
             "num_chains": self.num_chains,
             "num_hops": self.num_hops,
             "examples": 1,
+            "count_in_answer_prefix": True,  # as RULER: the prefix says how many variables to name
             "haystack_params": self.haystack.params,
         }
 
@@ -75,7 +76,7 @@ class VariableTracking(Task):
         for _ in range(EXAMPLE_NOISE_LINES):
             lines.insert(rng.randint(0, len(lines)), " ".join(NOISE_SENTENCES))
         body = "\n".join(lines)
-        answer = ANSWER_PREFIX.format(value=value) + " " + " ".join(chain)
+        answer = ANSWER_PREFIX.format(count=len(chain), value=value) + " " + " ".join(chain)
         return f"{EXAMPLE_HEAD}\n{body}{QUESTION.format(value=value)}{answer}"
 
     def draft(self, rng: random.Random, counter: TokenCounter, budget: Budget) -> Draft:
@@ -91,7 +92,7 @@ class VariableTracking(Task):
 
         head = INSTRUCTION + example + REAL_HEAD + self.haystack.opening
         question = QUESTION.format(value=value)
-        prefix = self.answer_prefix(ANSWER_PREFIX.format(value=value))
+        prefix = self.answer_prefix(ANSWER_PREFIX.format(count=len(answer_chain), value=value))
         fixed = counter.once(head) + counter.once(question) + counter.once(prefix)
         too_short_unless(aim, fixed + sum(counter.once("\n" + s) for _, s in placed) + 16)
         woven = weave(self.haystack, rng, counter, aim - fixed, placed, slack)

@@ -98,9 +98,34 @@ def run_eval(request: EvalRequest, *, json_output: bool, quiet: bool) -> None:
         print(json.dumps(json_report(outcome.out, outcome.resumed, outcome.model, result, names), indent=2))
         return
     console = Console()
-    console.print(f"{request.suite} · {outcome.model.get('name', request.model)}", markup=False, highlight=False)
+    title = f"{request.suite} · {outcome.model.get('name', request.model)} · prompts: {request.source['source']}"
+    console.print(title, markup=False, highlight=False)
+    if request.suite == "niah":
+        _print_niah_grid(outcome.out)
     console.print(score_table(result.records, names, result.lengths))
+    for note in source_notes(request.source):
+        console.print(note, markup=False, highlight=False, style="dim")
     console.print(f"results in {outcome.out}", markup=False, highlight=False)
+
+
+def source_notes(source: dict[str, Any]) -> list[str]:
+    """What a reader must know before putting the table beside published numbers."""
+    notes = [f"substitute: {s}" for s in source.get("substitutes", [])]
+    if not source.get("comparable"):
+        notes.append(f"not comparable with published RULER numbers: {source.get('not_comparable_because')}")
+    return notes
+
+
+def _print_niah_grid(run_dir: Path) -> None:
+    """The depth × length grid, as `mmx report` prints it."""
+    from mmx.results.console import print_tables
+    from mmx.results.report import analyse
+    from mmx.results.runs import Run
+    from mmx.results.tables import niah_table
+
+    table = niah_table(analyse(Run.load(run_dir), 0.0))
+    if table is not None:
+        print_tables([table])
 
 
 _MODEL = typer.Option(
@@ -115,6 +140,9 @@ _SEED = typer.Option(0, "--seed", help="Seed for sample generation (same seed, s
 _BATCH = typer.Option("auto", "--batch-size", help="Prompts per generate call: auto (by free memory) or N.")
 _NO_PREFIX = typer.Option(False, "--no-answer-prefix", help="Do not start the answer for the model.")
 _JSON = typer.Option(False, "--json", help="Print machine-readable JSON instead of the table.")
+_OPTION = typer.Option(
+    [], "--option", "-o", help="Task option KEY=VALUE, or TASK.KEY=VALUE for one task (repeatable; see mmx tasks list)."
+)
 _QUIET = typer.Option(False, "--quiet", help="No progress bars (as when stdout is not a terminal).")
 
 
@@ -122,9 +150,15 @@ _QUIET = typer.Option(False, "--quiet", help="No progress bars (as when stdout i
 def ruler(
     model: str = _MODEL,
     tasks: str = typer.Option("all", "--tasks", help="all, or a comma list of RULER task names."),
+    source: str = typer.Option(
+        "mmx", "--source", help="Prompts: mmx (own generators), ruler:DIR (RULER's prepare.py files), lm-eval."
+    ),
+    option: list[str] = _OPTION,  # noqa: B008
     max_len: str | None = _MAX_LEN,
     lengths: str | None = _LENGTHS,
-    samples: int = typer.Option(100, "--samples", help="Samples per task per length."),
+    samples: int | None = typer.Option(
+        None, "--samples", help="Samples per task per length.", show_default="100; ruler: every row"
+    ),
     out: Path | None = _OUT,
     seed: int = _SEED,
     batch_size: str = _BATCH,
@@ -143,9 +177,9 @@ def ruler(
 ) -> None:
     """The 13 RULER tasks (or a subset) at each length; prints a task × length score table."""
     given = dict(locals())
-    chosen = resolve_tasks(given.pop("tasks"), answer_prefix=not no_answer_prefix)
+    chosen = resolve_tasks(given.pop("tasks"), not no_answer_prefix, given.pop("source"), option)
     json_output, quiet = given.pop("json_output"), given.pop("quiet")
-    request = build_request("ruler", chosen, [("--tasks", ",".join(chosen))], **given)
+    request = build_request("ruler", chosen, [("--tasks", ",".join(chosen.tasks))], **given)
     run_eval(request, json_output=json_output, quiet=quiet)
 
 
@@ -155,8 +189,15 @@ def niah(
     max_len: str | None = _MAX_LEN,
     lengths: str | None = _LENGTHS,
     depths: int = typer.Option(10, "--depths", help="Needle depths from 0% to 100%; sample i sits at depth i % N."),
-    spacing: str = typer.Option("linear", "--spacing", help="Depth spacing: linear, or sigmoid (denser at the ends)."),
+    spacing: str = typer.Option(
+        "linear", "--spacing", help="Depth spacing: linear, or sigmoid (Kamradt's, denser at the ends)."
+    ),
+    option: list[str] = _OPTION,  # noqa: B008
     samples: int | None = typer.Option(None, "--samples", help="Samples per length.", show_default="one per depth"),
+    judge: str | None = typer.Option(
+        None, "--judge", help="Also score answers 1-10 with a model behind an OpenAI-compatible server: openai:URL."
+    ),
+    judge_model: str | None = typer.Option(None, "--judge-model", help="The judge's model name (default: first)."),
     out: Path | None = _OUT,
     seed: int = _SEED,
     batch_size: str = _BATCH,
@@ -173,14 +214,13 @@ def niah(
     json_output: bool = _JSON,
     quiet: bool = _QUIET,
 ) -> None:
-    """Needle in a haystack over a depth × length grid; prints scores per length (see `mmx report` for the heatmap)."""
+    """Needle in a haystack over a depth × length grid; prints the grid and the score per length."""
     given = dict(locals())
-    from mmx.tasks import get_task
-
-    task = get_task(  # checks both grid options
-        "niah", depths=given.pop("depths"), spacing=given.pop("spacing"), answer_prefix=not no_answer_prefix
-    )
+    pairs = [f"depths={given.pop('depths')}", f"spacing={given.pop('spacing')}", *option]
+    chosen = resolve_tasks(["niah"], not no_answer_prefix, "mmx", pairs)
     json_output, quiet = given.pop("json_output"), given.pop("quiet")
-    given["samples"] = samples if samples is not None else depths
-    request = build_request("niah", {task.name: task}, [("--depths", depths), ("--spacing", spacing)], **given)
+    judge_spec, judge_name = given.pop("judge"), given.pop("judge_model")
+    given["default_samples"] = len(chosen.tasks["niah"].depths)
+    flags_ = [("--depths", depths), ("--spacing", spacing), ("--judge", judge_spec), ("--judge-model", judge_name)]
+    request = build_request("niah", chosen, flags_, judge=judge_spec, judge_model=judge_name, **given)
     run_eval(request, json_output=json_output, quiet=quiet)

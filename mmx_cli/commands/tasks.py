@@ -95,7 +95,8 @@ def list_command(
     console = Console()
     console.print(table)
     console.print("metric: RULER's string_match_all / string_match_part. A → B: B runs in A's place (A's data is not")
-    console.print("here; pass -o data=PATH); its results are labelled B and its parameters say substitute_for.")
+    console.print("here; give it with -o A.data=PATH to mmx eval ruler or mmx tasks show); its results are labelled B")
+    console.print("and its parameters say substitute_for. Options: mmx eval ruler|niah -o KEY=VALUE, as tasks show.")
 
 
 @tasks_app.command("show")

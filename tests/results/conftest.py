@@ -74,10 +74,14 @@ def write_eval_run(
     random_weights: bool = False,
     keep: Callable[[str, int, int], bool] = lambda task, length, index: True,
     oom: Callable[[str, int], bool] = lambda task, length: False,
+    source: dict[str, Any] | None = None,
 ) -> Path:
-    """An eval run of `tasks` × `lengths` × `samples`; `keep` drops samples (a run in progress), `oom` fails cells."""
+    """An eval run of `tasks` × `lengths` × `samples`; `keep` drops samples (a run in progress), `oom` fails cells;
+    `source` is the recorded prompt provenance (none: a run from before sources were recorded)."""
     store = RunStore(path)
     params = {"tasks": list(tasks), "lengths": list(lengths), "samples": samples, "seed": 42, "answer_prefix": True}
+    if source is not None:
+        params["source"] = source
     store.open(run_meta("eval", model_desc(name, random_weights), params, suite="ruler"))
     for length in lengths:
         for t, task in enumerate(tasks):

@@ -66,7 +66,7 @@ def test_html_is_one_self_contained_file(report_html: tuple[Report, str]) -> Non
     assert data == json.loads(json.dumps(report.to_dict()))
     mini = next(r for r in data["runs"] if r["label"] == "mmx-mini [mini]")
     assert mini["summary"]["avg"] == pytest.approx(report.analyses[0].summary.avg)
-    for text in ("random weights", "published, not measured", "incomplete", "Needle in a haystack", "lm-eval"):
+    for text in ("random weights", "published; not comparable", "incomplete", "Needle in a haystack", "lm-eval"):
         assert text in html
 
 

@@ -87,12 +87,17 @@ def test_several_runs_side_by_side_with_reference_and_random_flag(tmp_path: Path
     c = synth.write_eval_run(tmp_path / "c", name="tiny", lengths=[4 * K], samples=1, random_weights=True)
     report = Report.build([a, b, c], references=["minimax-text-01"])
     tasks = task_table(report)
-    assert tasks.groups == [("", 1), ("mmx-mini [a]", 2), ("mmx-mini [b]", 3), ("tiny (random weights)", 1)]
+    assert tasks.groups == [
+        ("", 1),
+        ("mmx-mini [a] · mmx", 2),
+        ("mmx-mini [b] · mmx", 3),
+        ("tiny · mmx (random weights)", 1),
+    ]
     assert len(tasks.columns) == 1 + 2 + 3 + 1
     summary = summary_table(report)
     assert summary.columns[1:4] == ["4k", "8k", "16k"]
     ref = summary.rows[-1]
-    assert "reference" in ref.tags and ref.cells[0].text == "MiniMax-Text-01 (published, not measured)"
+    assert "reference" in ref.tags and ref.cells[0].text == "MiniMax-Text-01 (published; not comparable ‡)"
     assert [c.text for c in ref.cells[1:4]] == ["96.3", "96.1", "95.3"]
     assert ref.cells[4].text == "95.9"  # Avg over the table's lengths: (96.3 + 96.1 + 95.3) / 3
     assert "random" in summary.rows[2].tags
@@ -183,7 +188,7 @@ def test_cli_terminal_markdown_and_csv(tmp_path: Path, synth: ModuleType, capsys
 
     code, out, _ = cli(["report", *dirs, "--reference", "minimax-text-01"], capsys)
     assert code == 0
-    for text in ("RULER summary", "published, not measured", "Needle in a haystack", "OOM", "0.5000 ± 0.0500"):
+    for text in ("RULER summary", "published; not comparable", "Needle in a haystack", "OOM", "0.5000 ± 0.0500"):
         assert text in out
 
     code, out, _ = cli(["report", *dirs, "--markdown", "--csv", str(tmp_path / "csv")], capsys)

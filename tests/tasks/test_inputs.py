@@ -151,10 +151,11 @@ def test_qa_2_from_a_hotpot_file(tmp_path: Path, byte_tok: object) -> None:
     path = tmp_path / "hotpot_dev_distractor_v1.json"
     path.write_text(json.dumps(rows))
     task = get_task("qa_2", data=str(path))
-    assert task.params()["data"]["questions"] == 1  # yes/no dropped
-    sample = task.sample(byte_tok, 2048, 0)
+    assert task.params()["data"]["questions"] == 2  # yes/no questions kept, as RULER keeps them
+    sample = next(s for s in task.samples(byte_tok, 2048, 2) if s.references == ["Amber Sea"])
     assert "Korrin\nKorrin lies on the Velda." in sample.prompt and "The Velda reaches the Amber Sea." in sample.prompt
-    assert len(sample.metadata["gold_documents"]) == 2
+    assert "Other\nNothing to see." in sample.prompt  # every paragraph of the distractor setting, as RULER
+    assert len(sample.metadata["gold_documents"]) == 3
 
 
 @pytest.mark.parametrize("content", ["{not json", json.dumps({"rows": []}), json.dumps({"data": []})])

@@ -10,6 +10,7 @@ from typing import Any
 from mmx.model.backends.base import load_backend
 from mmx.results.rundir import check_out_dir
 from mmx.results.store import RunStore
+from mmx.workflows.evaluate.judge import Judge
 from mmx.workflows.evaluate.request import EvalRequest
 from mmx.workflows.evaluate.sweep import Progress, SilentProgress, Sweep, SweepResult, run_sweep
 from mmx.workflows.provenance import run_metadata
@@ -34,6 +35,7 @@ def run_eval(
     progress = progress or SilentProgress()
     check_out_dir(request.out)
     backend = load_backend(request.model, **request.options)
+    judge = Judge(request.judge, request.judge_model) if request.judge else None
     plan = Sweep(
         request.suite,
         request.tasks,
@@ -42,6 +44,9 @@ def run_eval(
         request.seed,
         request.answer_prefix,
         request.batch_size,
+        request.source,
+        request.task_options,
+        judge.describe() if judge else None,
     )
     described = backend.describe()
     store = RunStore(request.out, on_corrupt=lambda m: progress.note(f"{m} (its sample will run again)"))
@@ -49,5 +54,5 @@ def run_eval(
     if announce is not None:
         verb = "resuming" if resumed else "writing"
         announce(f"{verb} run in {request.out} (resume with --out {request.out})")
-    result = run_sweep(backend, plan, store, progress)
+    result = run_sweep(backend, plan, store, progress, judge)
     return EvalOutcome(request.out, resumed, described, result)

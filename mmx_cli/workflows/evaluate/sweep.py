@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mmx.errors import MmxError
@@ -36,6 +36,9 @@ class Sweep:
     seed: int
     answer_prefix: bool = True
     batch_size: int | None = None
+    source: Mapping[str, Any] = field(default_factory=lambda: {"source": "mmx"})
+    task_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    judge: Mapping[str, Any] | None = None  # the LLM judge's description, when one also scores the answers
 
     def params(self, model: Mapping[str, Any]) -> dict[str, Any]:
         """Everything that must match for a rerun on the same directory to resume rather than be refused."""
@@ -46,6 +49,9 @@ class Sweep:
             "samples": self.samples,
             "seed": self.seed,
             "answer_prefix": self.answer_prefix,
+            "source": dict(self.source),
+            "task_options": {name: dict(opts) for name, opts in self.task_options.items()},
+            **({"judge": dict(self.judge)} if self.judge else {}),
             "task_params": {name: task.params() for name, task in self.tasks.items()},
             "model": pinned_model(model),
         }
@@ -88,6 +94,7 @@ def _record(
     score: float | None = None,
     batch_size: int | None = None,
     error: str | None = None,
+    judge_score: int | None = None,
 ) -> dict[str, Any]:
     """One line of `samples.jsonl` (fields: docs/formats.md) for the sweep task `name`; `error` only when unscored."""
     record: dict[str, Any] = {
@@ -106,13 +113,18 @@ def _record(
     }
     if error is not None:
         record["error"] = error
+    if judge_score is not None:
+        record["judge_score"] = judge_score
     return record
 
 
 class _SweepState:
     """The mutable part of one sweep: records so far, keys done, OOM frontier, and time spent in generate."""
 
-    def __init__(self, store: RunStore, progress: Progress, records: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, store: RunStore, progress: Progress, records: list[dict[str, Any]], judge: Any | None = None
+    ) -> None:
+        self.judge = judge
         self.store = store
         self.progress = progress
         self.records = records
@@ -176,7 +188,8 @@ def _run_cell(backend: Any, sweep: Sweep, name: str, samples: list[Any], build_s
             return
         elapsed = time.perf_counter() - start
         state.generate_s += elapsed
-        for sample, prediction in zip(batch, predictions, strict=True):
+        ratings = _judged(state.judge, batch, predictions)
+        for sample, prediction, rating in zip(batch, predictions, ratings, strict=True):
             state.add(
                 _record(
                     name,
@@ -188,9 +201,19 @@ def _run_cell(backend: Any, sweep: Sweep, name: str, samples: list[Any], build_s
                     prediction=prediction,
                     score=float(sweep.tasks[name].score(sample, prediction)),
                     batch_size=len(batch),
+                    judge_score=rating,
                 )
             )
         queue = queue[len(batch) :]
+
+
+def _judged(judge: Any | None, samples: list[Any], predictions: list[str]) -> list[int | None]:
+    """The judge's 1-10 ratings of a batch (reference: the needle sentence, as Kamradt's harness), or Nones."""
+    if judge is None:
+        return [None] * len(samples)
+    questions = [str(s.metadata.get("question", "")) for s in samples]
+    references = [str(s.metadata.get("needle") or s.references[0]) for s in samples]
+    return judge.rate(questions, references, predictions)
 
 
 def _unrun(task_name: str, length: int, index: int, status: str, error: str) -> dict[str, Any]:
@@ -212,12 +235,15 @@ def _unrun(task_name: str, length: int, index: int, status: str, error: str) -> 
     }
 
 
-def run_sweep(backend: Any, sweep: Sweep, store: RunStore, progress: Progress | None = None) -> SweepResult:
+def run_sweep(
+    backend: Any, sweep: Sweep, store: RunStore, progress: Progress | None = None, judge: Any | None = None
+) -> SweepResult:
     """Run every (length, task) cell not yet on disk, appending each scored sample to `store`; return all records.
 
     `store` must already be opened (`RunStore.open`). Lengths above `backend.max_context` are skipped. After an
     out-of-memory at batch size 1, the rest of that cell and every longer length are recorded as "oom" without
-    running, since memory only grows with length; other tasks at the same length still get their try.
+    running, since memory only grows with length; other tasks at the same length still get their try. A `judge`
+    (`mmx.workflows.evaluate.judge.Judge`) also rates each answer; its score is recorded beside the metric's.
     """
     progress = progress or SilentProgress()
     started = time.perf_counter()
@@ -228,7 +254,7 @@ def run_sweep(backend: Any, sweep: Sweep, store: RunStore, progress: Progress | 
             f"skipping {format_size(length)}: longer than the model's maximum context "
             f"({format_size(backend.max_context)} tokens)"
         )
-    state = _SweepState(store, progress, existing)
+    state = _SweepState(store, progress, existing, judge)
     cells = [(name, length) for length in lengths for name in sweep.tasks]
     planned = {(name, length, i) for name, length in cells for i in range(sweep.samples)}
     progress.begin(len(planned), len(planned & state.done))
