@@ -82,10 +82,17 @@ def json_report(run_dir: Path, resumed: bool, model: dict[str, Any], result: Any
     }
 
 
-def run_eval(request: EvalRequest, *, json_output: bool, quiet: bool) -> None:
-    """Run the request with progress on stderr, then print the table or JSON."""
+def run_eval(request: EvalRequest, *, json_output: bool, quiet: bool, devices: str | None = None) -> None:
+    """Run the request with progress on stderr, then print the table or JSON; with `devices`, as a job of one
+    process per device (the ranks print; this process waits for them)."""
     from mmx.workflows.evaluate.run import run_eval as run
 
+    if devices is not None:
+        from mmx.workflows.launch import launch, parse_devices
+
+        outputs = [flag for flag, on in (("--json", json_output), ("--quiet", quiet)) if on]
+        tp = int(request.options.get("tp") or 1)
+        raise typer.Exit(launch([*request.command[1:], *outputs], parse_devices(devices), tp))
     progress = sweep_progress(quiet)
     try:
         outcome = run(request, progress, announce=lambda line: print(line, file=sys.stderr, flush=True))
@@ -93,6 +100,8 @@ def run_eval(request: EvalRequest, *, json_output: bool, quiet: bool) -> None:
         progress.end()
         print(f"interrupted: rerun the same command with --out {request.out} to resume", file=sys.stderr)
         raise typer.Exit(130) from None
+    if outcome is None:  # another rank of a torchrun job: rank 0 reports the job
+        return
     names, result = list(request.tasks), outcome.result
     if json_output:
         print(json.dumps(json_report(outcome.out, outcome.resumed, outcome.model, result, names), indent=2))
@@ -138,15 +147,18 @@ def ruler(
     concurrency: int | None = flags.CONCURRENCY,
     timeout: float | None = flags.TIMEOUT,
     retries: int | None = flags.RETRIES,
+    tp: int | None = flags.TP,
+    quantize_experts: str | None = flags.QUANTIZE_EXPERTS,
+    devices: str | None = flags.DEVICES,
     json_output: bool = _JSON,
     quiet: bool = _QUIET,
 ) -> None:
     """The 13 RULER tasks (or a subset) at each length; prints a task × length score table."""
     given = dict(locals())
     chosen = resolve_tasks(given.pop("tasks"), answer_prefix=not no_answer_prefix)
-    json_output, quiet = given.pop("json_output"), given.pop("quiet")
+    json_output, quiet, devices = given.pop("json_output"), given.pop("quiet"), given.pop("devices")
     request = build_request("ruler", chosen, [("--tasks", ",".join(chosen))], **given)
-    run_eval(request, json_output=json_output, quiet=quiet)
+    run_eval(request, json_output=json_output, quiet=quiet, devices=devices)
 
 
 @eval_app.command()
@@ -170,6 +182,9 @@ def niah(
     concurrency: int | None = flags.CONCURRENCY,
     timeout: float | None = flags.TIMEOUT,
     retries: int | None = flags.RETRIES,
+    tp: int | None = flags.TP,
+    quantize_experts: str | None = flags.QUANTIZE_EXPERTS,
+    devices: str | None = flags.DEVICES,
     json_output: bool = _JSON,
     quiet: bool = _QUIET,
 ) -> None:
@@ -180,7 +195,7 @@ def niah(
     task = get_task(  # checks both grid options
         "niah", depths=given.pop("depths"), spacing=given.pop("spacing"), answer_prefix=not no_answer_prefix
     )
-    json_output, quiet = given.pop("json_output"), given.pop("quiet")
+    json_output, quiet, devices = given.pop("json_output"), given.pop("quiet"), given.pop("devices")
     given["samples"] = samples if samples is not None else depths
     request = build_request("niah", {task.name: task}, [("--depths", depths), ("--spacing", spacing)], **given)
-    run_eval(request, json_output=json_output, quiet=quiet)
+    run_eval(request, json_output=json_output, quiet=quiet, devices=devices)

@@ -1,4 +1,5 @@
-"""An eval request end to end: load the backend, open (or resume) the run directory, run the sweep."""
+"""An eval request end to end: load the backend, open (or resume) the run directory, run the sweep — in one process,
+or as one rank of a torchrun job that splits the sweep (`mmx.workflows.evaluate.job`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mmx.model.backends.base import load_backend
+from mmx.model.parallel.runtime import launched
 from mmx.results.rundir import check_out_dir
 from mmx.results.store import RunStore
 from mmx.workflows.evaluate.request import EvalRequest
@@ -29,10 +31,18 @@ def run_eval(
     request: EvalRequest,
     progress: Progress | None = None,
     announce: Callable[[str], None] | None = None,
-) -> EvalOutcome:
-    """Run `request`; `announce` hears where the run is written (before the first sample), `progress` the rest."""
+) -> EvalOutcome | None:
+    """Run `request`; `announce` hears where the run is written (before the first sample), `progress` the rest.
+
+    In a torchrun job every rank calls this; rank 0 returns the outcome, the others None.
+    """
     progress = progress or SilentProgress()
+    if launched():
+        from mmx.workflows.evaluate.job import run_job
+
+        return run_job(request, progress, announce)
     check_out_dir(request.out)
+    check_memory(request, announce)
     backend = load_backend(request.model, **request.options)
     plan = Sweep(
         request.suite,
@@ -51,3 +61,18 @@ def run_eval(
         announce(f"{verb} run in {request.out} (resume with --out {request.out})")
     result = run_sweep(backend, plan, store, progress)
     return EvalOutcome(request.out, resumed, described, result)
+
+
+def check_memory(request: EvalRequest, announce: Callable[[str], None] | None) -> None:
+    """Print the per-rank memory plan of a sharded or quantized native model at the longest length, and refuse a
+    run that cannot fit, before anything is loaded."""
+    from mmx.model.backends.native import memory_plan_for
+
+    planned = memory_plan_for(request.model, request.options, max(request.lengths), rows=request.batch_size or 1)
+    if planned is None:
+        return
+    plan, capacity, where = planned
+    if announce is not None:
+        for line in plan.lines():
+            announce(line)
+    plan.check(capacity, where)

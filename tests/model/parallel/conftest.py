@@ -1,0 +1,50 @@
+"""Multi-process tests on the CPU: `gloo_ranks(fn, world, *args)` runs fn(rank, world, *args) in `world` forked
+processes joined into one gloo process group through env:// (as torchrun would set it up), and re-raises the first
+rank's failure with its traceback."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rank_main(rank: int, world: int, port: int, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_WORLD_SIZE=str(world),
+    )
+    torch.set_num_threads(1)
+    try:
+        fn(rank, world, *args)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@pytest.fixture(scope="session")
+def gloo_ranks() -> Callable[..., None]:
+    # Functional collectives import torch._dynamo on first use (seconds): once here, and the forks inherit it.
+    import torch._dynamo  # noqa: F401
+
+    def run(fn: Callable[..., None], world: int, *args: Any) -> None:
+        mp.start_processes(_rank_main, args=(world, _free_port(), fn, args), nprocs=world, start_method="fork")
+
+    return run
