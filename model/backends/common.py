@@ -91,8 +91,8 @@ def backend_options(
     `openai:` model has no device) unless the user asked for it, and then it says so."""
     if dtype != "auto" and dtype not in DTYPES:
         raise MmxError(f"unknown dtype {dtype!r}", "use one of auto, bf16, fp16, fp32")
-    checked = (("--batch-size", batch_size), ("--concurrency", concurrency), ("--max-context", max_context), ("--tp", tp))
-    for flag, value in checked:
+    counts = {"--batch-size": batch_size, "--concurrency": concurrency, "--max-context": max_context, "--tp": tp}
+    for flag, value in counts.items():
         if value is not None and value < 1:
             raise MmxError(f"bad {flag} {value}", f"use {flag} 1 or more")
     if retries is not None and retries < 0:
