@@ -355,6 +355,7 @@ def memory_plan_for(
     if config is None:
         return None
     check_tp(config, tp)
+    join(tp, opts.get("device"))  # one process asked for tensor parallel: refused here, before any plan is shown
     device = rank_device(opts.get("device")) if launched() else resolve_device(opts.get("device"))
     elem = torch.finfo(resolve_dtype(opts.get("dtype"), device)).bits // 8
     on_gpu = device.type == "cuda"

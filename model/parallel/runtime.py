@@ -98,7 +98,8 @@ def join(tp: int = 1, device: str | None = None) -> ParallelContext:
         if tp > 1:
             raise MmxError(
                 f"--tp {tp} needs {tp} processes, one per GPU",
-                f"launch with `torchrun --nproc-per-node {tp} -m mmx ...`, or add --devices 0,...,{tp - 1}",
+                f"launch with `torchrun --nproc-per-node {tp} -m mmx ...`, or add --devices "
+                + ",".join(map(str, range(tp))),
             )
         return ParallelContext(0, 1, 0, 1, None, None)
     if _CONTEXT is not None:

@@ -5,17 +5,21 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mmx.errors import MmxError
+from mmx.model.config import MiniMaxConfig
 from mmx.results.store import RunStore
 from mmx.workflows.bench.job import BenchJob, NoStore
 from mmx.workflows.bench.peaks import DevicePeaks
 from mmx.workflows.bench.subjects import Placement, Subject, backend_subjects, random_subjects
 from mmx.workflows.bench.throughput import Plan, ThroughputBench
 from mmx.workflows.provenance import run_metadata
+
+if TYPE_CHECKING:
+    from mmx.model.parallel.plan import MemoryPlan
 
 
 def plan_subjects(
@@ -82,32 +86,45 @@ def run_throughput(
         if not writer:
             rank = job.context.rank
             log, warn = (lambda _: None), (lambda m: print(f"warning: [rank {rank}] {m}", file=sys.stderr, flush=True))
-    bench = ThroughputBench(plan, store, place.device, ceilings, place.dtype, log=log, warn=warn, job=job)
+    bench = ThroughputBench(
+        plan, store, place.device, ceilings, place.dtype, log=log, warn=warn, job=job, planner=planner(place)
+    )
     bench.run(subjects)
     return described, store.bench() if writer else None
+
+
+def planner(place: Placement) -> Callable[[MiniMaxConfig, int, int], MemoryPlan]:
+    """The memory plan of our model of a config, at a length, for a number of cache rows, placed as `place`."""
+    from mmx.model.parallel.plan import COMM_RESERVE, memory_plan
+
+    elem = torch.finfo(place.dtype).bits // 8
+    reserve = COMM_RESERVE if place.device.type == "cuda" and place.tp > 1 else 0
+
+    def plan(config: MiniMaxConfig, length: int, rows: int) -> MemoryPlan:
+        chunk = place.chunk_for(config)
+        return memory_plan(
+            config,
+            length=length,
+            dtype_bytes=elem,
+            tp=place.tp,
+            quantize=place.quantize,
+            rows=rows,
+            chunk=chunk,
+            comm_reserve=reserve,
+        )
+
+    return plan
 
 
 def check_memory(subjects: list[Subject], plan: Plan, place: Placement, announce: Callable[[str], None] | None) -> None:
     """Print each sharded or quantized model's per-rank memory plan at the longest length (rows: the prompt's cache
     and the largest decode batch), and refuse one that cannot fit this rank's device."""
     from mmx.model.memory import free_memory
-    from mmx.model.parallel.plan import COMM_RESERVE, memory_plan
 
     if not place.sharded:
         return
-    elem = torch.finfo(place.dtype).bits // 8
-    on_gpu = place.device.type == "cuda"
     for config in {id(s.config): s.config for s in subjects if s.config is not None}.values():
-        planned = memory_plan(
-            config,
-            length=max(plan.lengths),
-            dtype_bytes=elem,
-            tp=place.tp,
-            quantize=place.quantize,
-            rows=1 + max(plan.batch_sizes, default=0),
-            chunk=place.chunk_for(config),
-            comm_reserve=COMM_RESERVE if on_gpu and place.tp > 1 else 0,
-        )
+        planned = planner(place)(config, max(plan.lengths), 1 + max(plan.batch_sizes, default=0))
         if announce is not None:
             for line in planned.lines():
                 announce(line)

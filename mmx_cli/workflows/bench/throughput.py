@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from mmx.model.backends.common import dtype_name
+from mmx.model.config import MiniMaxConfig
 from mmx.model.memory import is_out_of_memory
 from mmx.results.store import RunStore
 from mmx.sizes import format_size
@@ -117,12 +118,14 @@ class ThroughputBench:
         log: Log = lambda _: None,
         warn: Log = lambda _: None,
         job: BenchJob | None = None,
+        planner: Callable[[MiniMaxConfig, int, int], Any] | None = None,
     ) -> None:
         self.plan = plan
         self.store = store
         self.job = job  # a torchrun job: rank 0 decides and records, every rank measures
         self.replicas, self.devices = (job.replicas, job.world) if job is not None else (1, 1)
         self.meter = _Meter(device, job)
+        self.planner = planner  # memory plan of our models: recorded beside each measured peak
         self.device = device
         self.peaks = peaks
         self.dtype_name = dtype_name(dtype)
@@ -298,7 +301,7 @@ class ThroughputBench:
         peak = self._job_peak(base, peak)
         rate = self.replicas * length / ttft  # every replica prefilled its own copy in that time
         record = {**base, "tokens_per_s": rate, "ttft_s": ttft, "peak_mem_gb": peak, "status": OK}
-        record |= {"times_s": times, "repeats": len(times)}
+        record |= {"times_s": times, "repeats": len(times), **self._planned(subject, length, 1)}
         if subject.config is not None:
             flops = self.replicas * prefill_flops(subject.config, length)
             tflops = flops / ttft / 1e12
@@ -333,7 +336,7 @@ class ThroughputBench:
         step = seconds / steps
         rate = self.replicas * batch / step
         record = {**base, "tokens_per_s": rate, "ttft_s": None, "peak_mem_gb": peak, "status": OK}
-        record |= {"step_s": step, "steps": steps}
+        record |= {"step_s": step, "steps": steps, **self._planned(subject, length, 1 + batch)}
         if subject.config is not None:
             context = length + DECODE_WARMUP_STEPS + steps // 2  # the mean context of the timed steps
             experts = 1 if base.get("quantized_experts") else self.elem_bytes
@@ -347,6 +350,13 @@ class ThroughputBench:
             f"decode  {subject.label} {format_size(length)} ×{batch}: {rate:,.0f} tok/s, "
             f"{step * 1e3:.2f} ms/step, peak {_gb(peak)}{util}"
         )
+
+    def _planned(self, subject: Subject, length: int, rows: int) -> dict[str, float]:
+        """The peak torch's allocator should see by the memory plan (NCCL's buffers are outside it), for our models."""
+        if self.planner is None or subject.config is None or subject.info.get("backend") != "native":
+            return {}
+        plan = self.planner(subject.config, length, rows)
+        return {"planned_peak_gb": (plan.total - plan.comm_reserve) / 1e9}
 
     def _all(self, ceiling: float | None) -> float | None:
         """A per-device ceiling times the devices of the job."""

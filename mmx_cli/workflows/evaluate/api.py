@@ -37,13 +37,15 @@ def evaluate(
     spacing: str = "linear",
     progress: Progress | None = None,
     **backend_options: Any,
-) -> RunResults:
+) -> RunResults | None:
     """Evaluate `model` on `suite` ("ruler" or "niah") and return the run's results.
 
     `lengths` takes what `--lengths` takes ("4k,16k") or a list of sizes; `max_len` sweeps the powers of two from 4k.
     `samples` defaults to 100 per cell for RULER and to one per depth for NIAH. `out` is the run directory (a new
     one under `runs/` by default; an existing run with the same parameters resumes). Backend options are the CLI's
-    (`device`, `dtype`, `max_context`, `api_model`, `tokenizer`, `concurrency`, `timeout`, `retries`, ...).
+    (`device`, `dtype`, `max_context`, `api_model`, `tokenizer`, `concurrency`, `timeout`, `retries`, `tp`,
+    `quantize_experts`, ...). Called by every rank of a torchrun job, it returns the results on rank 0 and None on
+    the others (docs/distributed.md).
     """
     if suite not in SUITES:
         raise MmxError(f"unknown suite {suite!r}", f"use one of {', '.join(SUITES)} (lm-eval: `mmx eval lm-eval`)")
@@ -72,7 +74,7 @@ def evaluate(
         **backend_options,
     )
     outcome = run_eval(request, progress)
-    return load_run(outcome.out)
+    return None if outcome is None else load_run(outcome.out)
 
 
 def _lengths_text(lengths: str | Sequence[int | str] | None) -> str | None:
