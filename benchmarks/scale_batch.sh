@@ -9,7 +9,7 @@
 #   B  8 GPUs    the full MiniMax-Text-01 (random weights), tensor parallel 8, fp8 experts: prefill 128k and 1M,
 #                decode with 1M cached
 #   C  8 GPUs    one hybrid period of the full model (8 layers: 7 lightning + 1 softmax, full width), tensor parallel
-#                8, fp8 experts: prefill 4M and decode with 4M cached (the whole model at 4M needs ~12 minutes of
+#                8, fp8 experts: prefill 4M and decode with 4M cached (the whole model at 4M needs over ten minutes of
 #                softmax attention alone, more than one call); the memory plan of the whole model at 4M is recorded
 #   D  2–8 GPUs  a data-parallel sweep: `mmx eval niah` on mmx-mini, 16 depths at 128k, 256k, 512k, on 1 GPU and
 #                on 2, 4 and 8 (as many as the machine has) — wall time, scaling efficiency, identical results

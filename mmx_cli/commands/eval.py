@@ -8,6 +8,7 @@ request and the sweep's records into a table or JSON. Heavy imports (torch, the 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,8 @@ def run_eval(request: EvalRequest, *, json_output: bool, quiet: bool, devices: s
         outcome = run(request, progress, announce=lambda line: print(line, file=sys.stderr, flush=True))
     except KeyboardInterrupt:
         progress.end()
-        print(f"interrupted: rerun the same command with --out {request.out} to resume", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # in a torchrun job, rank 0 says it once
+            print(f"interrupted: rerun the same command with --out {request.out} to resume", file=sys.stderr)
         raise typer.Exit(130) from None
     if outcome is None:  # another rank of a torchrun job: rank 0 reports the job
         return

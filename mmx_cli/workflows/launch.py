@@ -51,6 +51,7 @@ def launch(argv: Sequence[str], devices: Sequence[str], tp: int = 1) -> int:
     """Run `mmx ARGV` (argv without the leading `mmx`) as one rank per device; the exit code of the job."""
     if len(devices) % tp:
         raise MmxError(f"--tp {tp} does not divide the {len(devices)} devices", "name a multiple of --tp devices")
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -66,7 +67,9 @@ def launch(argv: Sequence[str], devices: Sequence[str], tp: int = 1) -> int:
         run(args)
     except ChildFailedError as err:  # each rank printed its own error; the job's code is the first failure's
         first = min(err.failures.values(), key=lambda failure: failure.timestamp)
-        return first.exitcode if first.exitcode > 0 else 1
+        return first.exitcode if first.exitcode > 0 else 128 - first.exitcode  # killed by signal N: 128 + N
+    except SignalException as err:  # Ctrl-C or a kill of this launcher: torchrun has stopped the ranks
+        return 128 + int(err.sigval)
     finally:
         for key, value in saved.items():
             if value is None:

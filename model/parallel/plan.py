@@ -72,10 +72,13 @@ class MemoryPlan:
         if self.total <= capacity:
             return
         fits = longest_fitting(self, capacity)
-        shorter = f"a length up to {format_size(fits)}" if fits else "no length at all"
+        remedies = ["more ranks (--tp)"] + (["8-bit experts (--quantize-experts fp8)"] if self.quantize is None else [])
+        if self.rows > 1:
+            remedies.append("fewer rows (--batch-size)")
+        where_fits = f"lengths up to {format_size(fits)} fit" if fits else "no length fits"
         raise MmxError(
             f"the model does not fit: {self.summary()}, but {where} has {capacity / GB:.1f} GB free",
-            f"it fits {shorter}; quantize the experts (--quantize-experts fp8), raise --tp, or ask for less",
+            f"{where_fits} as it is; otherwise use {' or '.join(remedies)}",
         )
 
 

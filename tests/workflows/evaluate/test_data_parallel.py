@@ -69,13 +69,40 @@ def one_process(tmp_path_factory) -> Path:
     return out
 
 
+class _Bar:
+    """A progress that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.begun: tuple[int, int] | None = None
+        self.advanced = 0
+
+    def begin(self, total: int, done: int) -> None:
+        self.begun = (total, done)
+
+    def cell(self, task: str, length: int, total: int, done: int) -> None:
+        pass
+
+    def advance(self, count: int) -> None:
+        self.advanced += count
+
+    def note(self, message: str) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+
 def _rank_eval(rank: int, world: int, out: Path, options: dict) -> None:
     from mmx.workflows.evaluate.run import run_eval
 
-    outcome = run_eval(_request(out, **options))
+    bar = _Bar()
+    outcome = run_eval(_request(out, **options), bar)
     assert (outcome is not None) == (rank == 0)
-    if outcome is not None:
-        assert outcome.result.new_records == len(_records(out))
+    if outcome is not None:  # rank 0's bar is the whole job's: every rank's samples advance it
+        assert outcome.result.new_records == len(_records(out)) == bar.advanced == 2 * N
+        assert bar.begun == (2 * N, 0) and len(outcome.result.records) == 2 * N
+    else:
+        assert bar.begun is None and bar.advanced == 0
 
 
 def _same_run(out: Path, reference: Path) -> None:
