@@ -3,9 +3,10 @@
 #
 # Phases, each at most ~9 minutes (BUDGET_S, default 540 s); run them one per call:
 #
-#   A  one GPU   4 layers of MiniMax-Text-01 (3 lightning + 1 softmax, full width, random weights) with experts in
-#                bf16, fp8 and int8: prefill 32k, 128k, 512k and decode at batch 1 — speed, peak memory, and the
-#                memory plan beside every measured peak; then the full model on one GPU, which the plan must refuse
+#   A  one GPU   the tests of mmx.model.parallel (the fp8 matmul on CUDA among them); 4 layers of MiniMax-Text-01
+#                (3 lightning + 1 softmax, full width, random weights) with experts in bf16, fp8 and int8: prefill
+#                32k, 128k, 512k and decode at batch 1 — speed, peak memory, and the memory plan beside every
+#                measured peak; then the full model on one GPU, which the plan must refuse
 #   B  8 GPUs    the full MiniMax-Text-01 (random weights), tensor parallel 8, fp8 experts: prefill 128k and 1M,
 #                decode with 1M cached
 #   C  8 GPUs    one hybrid period of the full model (8 layers: 7 lightning + 1 softmax, full width), tensor parallel
@@ -71,6 +72,7 @@ NIAH=(mmx eval niah --model mmx-mini --lengths 128k,256k,512k --depths 16 --batc
 phase() {
   case $1 in
     A)
+      step A-tests 90 python3 -m pytest -q -p no:cacheprovider tests/model/parallel
       bench A-slice-bf16 170 "${SLICE[@]}"
       bench A-slice-fp8 150 "${SLICE[@]}" --quantize-experts fp8
       bench A-slice-int8 150 "${SLICE[@]}" --quantize-experts int8

@@ -69,3 +69,19 @@ def test_an_unknown_kind_is_one_error():
     assert check_kind("none") is None and check_kind("fp8") == "fp8"
     with pytest.raises(MmxError, match="unknown expert quantization 'int4'"):
         check_kind("int4")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["fp8", "int8"])
+def test_on_a_gpu_the_bf16_paths_match_their_reference(kind):
+    """fp8 runs torch._scaled_mm's CUDA kernel (Ada/Hopper) or the dequantized fallback; both agree with the plain
+    reference to bf16 rounding."""
+    layer = QuantizedLinear.from_linear(_linear().cuda(), kind)
+    x = torch.randn(5, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(4)).bfloat16()
+    if kind == "fp8" and torch.cuda.get_device_capability() >= (8, 9):
+        x_scale = x.float().abs().amax(dim=1, keepdim=True) / 448
+        x = ((x.float() / x_scale).to(torch.float8_e4m3fn).float() * x_scale).bfloat16()  # already on the fp8 grid
+    reference = F.linear(x.float(), layer.dequantize(torch.float32))
+    got = layer(x)
+    assert got.dtype == torch.bfloat16
+    assert (got.float() - reference).norm() / reference.norm() < 1e-2
