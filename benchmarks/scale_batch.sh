@@ -12,7 +12,7 @@
 #   C  8 GPUs    one hybrid period of the full model (8 layers: 7 lightning + 1 softmax, full width), tensor parallel
 #                8, fp8 experts: prefill 4M and decode with 4M cached (the whole model at 4M needs over ten minutes of
 #                softmax attention alone, more than one call); the memory plan of the whole model at 4M is recorded
-#   D  2–8 GPUs  a data-parallel sweep: `mmx eval niah` on mmx-mini, 16 depths at 128k, 256k, 512k, on 1 GPU and
+#   D  2–8 GPUs  a data-parallel sweep: `mmx eval niah` on mmx-mini, 16 depths at 256k, 512k, 1M, on 1 GPU and
 #                on 2, 4 and 8 (as many as the machine has) — wall time, scaling efficiency, identical results
 #
 # Usage, from the repository root of a checkout (mmx need not be installed; benchmarks/gpu_env.sh makes it run):
@@ -67,16 +67,16 @@ bench() {  # bench NAME CAP_S ARGS...: mmx bench throughput into $RUNS/NAME, sto
 
 SLICE=(--model random:minimax-text-01 --layers 4 --lengths 32k,128k,512k --decode-steps 8)
 FULL=(--model random:minimax-text-01 --tp 8 --quantize-experts fp8)
-NIAH=(mmx eval niah --model mmx-mini --lengths 128k,256k,512k --depths 16 --batch-size 1 --quiet)
+NIAH=(mmx eval niah --model mmx-mini --lengths 256k,512k,1m --depths 16 --batch-size 1 --quiet)
 
 phase() {
   case $1 in
     A)
-      step A-tests 90 python3 -m pytest -q -p no:cacheprovider tests/model/parallel
-      bench A-slice-bf16 170 "${SLICE[@]}"
-      bench A-slice-fp8 150 "${SLICE[@]}" --quantize-experts fp8
-      bench A-slice-int8 150 "${SLICE[@]}" --quantize-experts int8
-      step A-refused 60 sh -c "mmx bench throughput --model random:minimax-text-01 --quantize-experts fp8 \
+      step A-tests 60 python3 -m pytest -q -p no:cacheprovider tests/model/parallel
+      bench A-slice-bf16 150 "${SLICE[@]}"
+      bench A-slice-fp8 130 "${SLICE[@]}" --quantize-experts fp8
+      bench A-slice-int8 130 "${SLICE[@]}" --quantize-experts int8
+      step A-refused 40 sh -c "mmx bench throughput --model random:minimax-text-01 --quantize-experts fp8 \
         --lengths 128k --out $RUNS/A-refused-run 2>$RUNS/A-refused.txt" ;;
     B)
       ((GPUS >= 8)) || { echo "phase B needs 8 GPUs, this machine has $GPUS" >&2; return; }
@@ -88,7 +88,7 @@ phase() {
       ((GPUS >= 2)) || { echo "phase D needs 2 GPUs or more, this machine has $GPUS" >&2; return; }
       step D-dp1 200 "${NIAH[@]}" --out "$RUNS/D-dp1"
       for n in 2 4 8; do
-        ((n <= GPUS)) && step "D-dp$n" $((40 + 320 / n)) "${NIAH[@]}" --devices "$(seq -s, 0 $((n - 1)))" \
+        ((n <= GPUS)) && step "D-dp$n" $((30 + 240 / n)) "${NIAH[@]}" --devices "$(seq -s, 0 $((n - 1)))" \
           --out "$RUNS/D-dp$n"
       done ;;
     *) echo "unknown phase $1 (A, B, C or D)" >&2 ;;

@@ -10,8 +10,10 @@ From the run directories under RUNS_DIR (written by `mmx bench throughput` and `
 - phase A: the one-line refusal of the full model on one GPU;
 - phase C: the whole model's memory plan at 4M tokens per rank (tensor parallel 8, fp8 experts) against this GPU's
   memory, beside the measured hybrid period;
-- phase D: per data-parallel run, its wall time, GPUs × time against the one-GPU run (efficiency = T1 / (N · TN)),
-  and whether its records equal the one-GPU run's (ignoring order, timings and batch sizes).
+- phase D: per data-parallel run, its wall time, GPUs × time against the one-GPU run (efficiency = T1 / (N · TN),
+  start-up of the ranks included), the seconds its samples spent generating summed over the ranks (equal across
+  runs when each GPU is as fast alone as beside the others), and whether its records equal the one-GPU run's
+  (ignoring order, timings and batch sizes).
 """
 
 from __future__ import annotations
@@ -117,6 +119,10 @@ def data_parallel(runs: Path, steps: list[dict[str, Any]]) -> list[dict[str, Any
     """Wall time, efficiency against the one-GPU run, and equality of records, per D-dpN run."""
     seconds = {step["step"]: step["seconds"] for step in steps if step["exit"] == 0}
 
+    def generate_s(directory: Path) -> float:
+        timings = [r.get("timings") or {} for r in _jsonl(directory / "samples.jsonl")]
+        return round(sum(t.get("generate_s") or 0 for t in timings), 2)
+
     def stable(directory: Path) -> list[str]:
         records = _jsonl(directory / "samples.jsonl")
         kept = [{k: v for k, v in r.items() if k not in ("timings", "batch_size")} for r in records]
@@ -136,6 +142,7 @@ def data_parallel(runs: Path, steps: list[dict[str, Any]]) -> list[dict[str, Any
                 "gpus": n,
                 "wall_s": wall,
                 "samples": len(_jsonl(runs / name / "samples.jsonl")),
+                "generate_gpu_s": generate_s(runs / name),  # summed over ranks: the per-prompt speed, unscaled
                 "efficiency": round(base / (n * wall), 3) if base and wall else None,
                 "identical_to_one_gpu": None if reference is None else stable(runs / name) == reference,
             }
