@@ -349,11 +349,11 @@ def memory_plan_for(
     `length` tokens for `rows` rows; None for any other run (which sizes its batches by free memory as it goes)."""
     from mmx.model.parallel.plan import COMM_RESERVE, memory_plan
 
-    opts = _check_options(options)
-    tp, quantize = int(opts.get("tp") or 1), check_kind(opts.get("quantize_experts"))
+    tp, quantize = int(options.get("tp") or 1), check_kind(options.get("quantize_experts"))
     config = spec_config(spec) if tp > 1 or quantize else None
-    if config is None:
+    if config is None:  # another backend's spec checks its own options when it loads
         return None
+    opts = _check_options(options)
     check_tp(config, tp)
     join(tp, opts.get("device"))  # one process asked for tensor parallel: refused here, before any plan is shown
     device = rank_device(opts.get("device")) if launched() else resolve_device(opts.get("device"))

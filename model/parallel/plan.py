@@ -63,8 +63,9 @@ class MemoryPlan:
         """One line: the total and its three parts."""
         activations = self.total - self.weights - self.cache
         return (
-            f"{self.total / GB:.1f} GB per rank at {format_size(self.length)} tokens (weights {self.weights / GB:.1f}, "
-            f"cache {self.cache / GB:.1f}, activations and buffers {activations / GB:.1f})"
+            f"{_bytes(self.total).strip()} per rank at {format_size(self.length)} tokens (weights "
+            f"{_bytes(self.weights).strip()}, cache {_bytes(self.cache).strip()}, activations and buffers "
+            f"{_bytes(activations).strip()})"
         )
 
     def check(self, capacity: int, where: str) -> None:
