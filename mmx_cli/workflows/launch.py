@@ -30,6 +30,21 @@ def parse_devices(text: str) -> list[str]:
     return devices
 
 
+def visible_devices(gpus: Sequence[str]) -> str:
+    """CUDA_VISIBLE_DEVICES for the ranks: the GPUs named, counted among those this process sees (a job started
+    where CUDA_VISIBLE_DEVICES=4,5,6,7 takes --devices 0,1 as GPUs 4 and 5, as torch would)."""
+    seen = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if not seen:
+        return ",".join(gpus)
+    beyond = [g for g in gpus if int(g) >= len(seen)]
+    if beyond:
+        raise MmxError(
+            f"--devices names GPU {beyond[0]}, but CUDA_VISIBLE_DEVICES shows this process {len(seen)}",
+            f"name GPUs 0 to {len(seen) - 1} (they are {','.join(seen)} on the machine)",
+        )
+    return ",".join(seen[int(g)] for g in gpus)
+
+
 def child_argv(argv: Sequence[str], devices: Sequence[str]) -> list[str]:
     """The argv every rank runs: the command without --devices, with --device cuda (or cpu) in place of any other."""
     out: list[str] = []
@@ -57,7 +72,7 @@ def launch(argv: Sequence[str], devices: Sequence[str], tp: int = 1) -> int:
 
     env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // len(devices)))}
     if devices[0] != "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+        env["CUDA_VISIBLE_DEVICES"] = visible_devices(devices)
     args = get_args_parser().parse_args(
         ["--standalone", "--nproc-per-node", str(len(devices)), "--module", "mmx", *child_argv(argv, devices)]
     )
