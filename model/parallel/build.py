@@ -130,6 +130,43 @@ def load_sharded(
     return model
 
 
+def _normal(shape: tuple[int, ...], std: float, generator: torch.Generator) -> torch.Tensor:
+    return torch.empty(shape, dtype=torch.float32, device=generator.device).normal_(0.0, std, generator=generator)
+
+
+def _exact_draws(layout: ShardLayout, seed: int) -> Iterator[tuple[str, torch.Tensor]]:
+    """This rank's part of what `init_weights(seed)` draws, tensor by tensor on the CPU, in its order."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    for name, shape in global_shapes(layout.config).items():
+        if name.endswith("norm.weight"):
+            draw = torch.ones(shape)
+        else:
+            draw = _normal(shape, layout.config.initializer_range, generator)  # drawn even when dropped: in step
+        if not layout.holds(name):
+            continue
+        cut = layout.slice_of(name)
+        yield name, draw if cut is None else draw.narrow(cut[0], cut[1], cut[2] - cut[1])
+
+
+def _local_draws(layout: ShardLayout, seed: int, device: torch.device) -> Iterator[tuple[str, torch.Tensor]]:
+    """Only this rank's part, drawn on `device`: its slices from (seed, rank), what every rank holds whole (the
+    routers) from the seed alone, so replicated weights agree across ranks."""
+    own = torch.Generator(device=device).manual_seed(seed + 1 + layout.rank)
+    shared = torch.Generator(device=device).manual_seed(seed)
+    std = layout.config.initializer_range
+    for name, shape in global_shapes(layout.config).items():
+        if not layout.holds(name):
+            continue
+        cut = layout.slice_of(name)
+        if cut is not None:
+            dim, start, stop = cut
+            shape = tuple(stop - start if d == dim else n for d, n in enumerate(shape))
+        if name.endswith("norm.weight"):
+            yield name, torch.ones(shape, device=device)
+        else:
+            yield name, _normal(shape, std, shared if cut is None and ".experts." not in name else own)
+
+
 @torch.no_grad()
 def random_sharded(
     layout: ShardLayout,
@@ -142,28 +179,10 @@ def random_sharded(
 ) -> MiniMaxForCausalLM:
     """This rank's part of a random model. `exact`: the very weights `init_weights(seed)` draws for one process,
     drawn on the CPU tensor by tensor (other ranks' parts are drawn and dropped, so the generator stays in step) —
-    a sharded run then computes what a single-process one does. Otherwise each rank draws its own part on its
-    device from (seed, rank): seconds for the full 456B model, whose exact draw would take the CPU an hour."""
+    a sharded run then computes what a single-process one does. Otherwise each rank draws only its part, on its
+    device: seconds for the full 456B model, whose exact draw would keep a CPU busy for an hour."""
     model = empty_sharded(layout, group, dtype, quantize).to_empty(device=device)
-    std = layout.config.initializer_range
-    generator = torch.Generator(device="cpu" if exact else device).manual_seed(seed if exact else seed + layout.rank)
-    for name, shape in global_shapes(layout.config).items():
-        held = layout.holds(name)
-        if not held and not exact:
-            continue
-        cut = layout.slice_of(name) if held else None
-        if not exact and cut is not None:  # draw only the part this rank keeps
-            dim, start, stop = cut
-            shape = tuple(stop - start if d == dim else n for d, n in enumerate(shape))
-            cut = None
-        if name.endswith("norm.weight"):
-            draw = torch.ones(shape, device=generator.device)
-        else:
-            draw = torch.empty(shape, dtype=torch.float32, device=generator.device)
-            draw.normal_(0.0, std, generator=generator)
-        if held:
-            if cut is not None:
-                dim, start, stop = cut
-                draw = draw.narrow(dim, start, stop - start)
-            _assign(model, layout, name, draw.to(device=device, dtype=dtype))
+    draws = _exact_draws(layout, seed) if exact else _local_draws(layout, seed, device)
+    for name, draw in draws:
+        _assign(model, layout, name, draw.to(device=device, dtype=dtype))
     return model
