@@ -134,9 +134,12 @@ def _shard_softmax(attn: SoftmaxAttention, layout: ShardLayout, group: ProcessGr
 @torch.no_grad()
 def shard_model(model: MiniMaxForCausalLM, layout: ShardLayout, group: ProcessGroup | None) -> MiniMaxForCausalLM:
     """Cut `model` (built for `layout.config`, on the meta device or with weights) to the part `layout` names, in
-    place; `group` is the tensor-parallel process group (None for one process). Returns the model."""
+    place; `group` is the tensor-parallel process group (None for one process). Returns the model; a group of one
+    keeps it whole, as it is."""
     if model.config != layout.config:
         raise ValueError("the layout was made for another config")
+    if layout.size == 1:
+        return model
     vocab, rows = layout.vocab, layout.vocab_rows
     embed = model.model.embed_tokens.weight.data
     model.model.embed_tokens = VocabParallelEmbedding(_rows(embed, 0, vocab.start, vocab.stop, rows), vocab, group)

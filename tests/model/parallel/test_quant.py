@@ -57,7 +57,7 @@ def _linear() -> torch.nn.Linear:
 def test_a_quantized_model_stays_close_to_full_precision(kind, relative):
     full = load_backend("random:tiny").model
     quantized = load_backend("random:tiny", quantize_experts=kind).model
-    expert = quantized.model.layers[0].block_sparse_moe.experts["0"]
+    expert = quantized.model.layers[0].block_sparse_moe.experts[0]
     assert isinstance(expert.w1, QuantizedLinear) and isinstance(quantized.lm_head.weight, torch.nn.Parameter)
     ids = torch.randint(0, 259, (1, 40), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
