@@ -11,7 +11,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mmx.commands import flags
 from mmx.commands.app import bench_app
 from mmx.errors import MmxError
 from mmx.sizes import format_size, parse_size, resolve_lengths
@@ -153,7 +152,12 @@ def throughput(
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on CUDA, fp32 on CPU), bf16, fp16, fp32."),
     tp: int = typer.Option(1, "--tp", help="Tensor parallel over N ranks (mmx models): torchrun or --devices."),
     quantize_experts: str = typer.Option("none", "--quantize-experts", help="mmx models: experts in fp8 or int8."),
-    devices: str | None = flags.DEVICES,
+    devices: str | None = typer.Option(
+        None,
+        "--devices",
+        help="One rank per device, e.g. 0,1,2,3 or cpu,cpu (torchrun started for you), measured together: one "
+        "model across them with --tp, else a copy on each (tokens/s count them all).",
+    ),
     peaks: str = typer.Option("datasheet", "--peaks", help="MFU/bandwidth ceilings: datasheet or measure."),
     budget: float | None = typer.Option(None, "--budget", help="Seconds; start no new measurement after this."),
     out: Path | None = _OUT,
