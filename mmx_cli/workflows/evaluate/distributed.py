@@ -188,7 +188,7 @@ class JobProgress:
         self.progress = progress
 
     def begin(self, total: int, done: int) -> None:
-        self.progress.begin(total, done)
+        """Begun by the job, before the writer can advance it."""
 
     def cell(self, task: str, length: int, total: int, done: int) -> None:
         """Cells run on every replica at once: no per-cell bar."""
