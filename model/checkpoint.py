@@ -76,6 +76,14 @@ class _Shards:
                 raise MmxError(f"checkpoint shard {name} is unreadable ({err})", "download it again") from err
         return self._open[name]
 
+    def slice(self, key: str) -> Any:
+        """A lazy view of `key` (safetensors' `get_slice`): indexing it reads only the rows asked for."""
+        name = self.weight_map[key]
+        try:
+            return self._handle(name).get_slice(key)
+        except SafetensorError as err:
+            raise MmxError(f"{key} cannot be read from {name} ({err})", f"{INDEX_FILE} and the shard disagree") from err
+
     def get(self, key: str) -> torch.Tensor:
         name = self.weight_map[key]
         try:
@@ -92,6 +100,21 @@ def _native_tensors(
         if DROPPED.fullmatch(key):
             continue
         yield from _split_fused(key, shards, expected, n_experts) or [(_rename(key), shards.get(key))]
+
+
+def native_name(key: str) -> str:
+    """The native (original-layout) name of checkpoint key `key`: -hf names renamed, others as they are."""
+    return _rename(key)
+
+
+def fused_experts(key: str) -> tuple[str, tuple[str, ...]] | None:
+    """For a fused -hf expert tensor: (the native prefix `model.layers.{i}.block_sparse_moe.experts`, the native
+    weights stacked along its rows, e.g. ("w1", "w3")); None for any other key."""
+    for pattern, parts in _FUSED:
+        match = pattern.fullmatch(key)
+        if match:
+            return f"model.layers.{match['i']}.block_sparse_moe.experts", parts
+    return None
 
 
 def _rename(key: str) -> str:

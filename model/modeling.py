@@ -272,6 +272,7 @@ class MiniMaxForCausalLM(nn.Module):
     def __init__(self, config: MiniMaxConfig) -> None:
         super().__init__()
         self.config = config
+        self.cache_config = config  # the heads this process caches; tensor parallelism narrows it (mmx.model.parallel)
         self.model = MiniMaxModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.inv_freq = DeviceConstant(rope_inverse_frequencies(config.rotary_dim, config.rope_theta))
@@ -302,7 +303,7 @@ class MiniMaxForCausalLM(nn.Module):
 
     def new_cache(self, batch_size: int) -> ModelCache:
         """An empty cache for `batch_size` sequences on this model's device."""
-        return ModelCache(self.config, batch_size, self.device, self.dtype)
+        return ModelCache(self.cache_config, batch_size, self.device, self.dtype)
 
     def forward(
         self,

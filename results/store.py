@@ -25,9 +25,9 @@ SUMMARY_FILE = "summary.csv"
 
 SUMMARY_COLUMNS = ("task", "length", "n", "score")
 Reporter = Callable[[str], None]
-# describe() keys that say where and how a model ran rather than what it computes (the prefill chunk changes only
-# rounding): a run may resume elsewhere.
-UNPINNED_MODEL_KEYS = frozenset({"device", "prefill_chunk"})
+# describe() keys that say where and how a model ran rather than what it computes (the prefill chunk and the tensor-
+# parallel degree change only rounding): a run may resume elsewhere.
+UNPINNED_MODEL_KEYS = frozenset({"device", "prefill_chunk", "tensor_parallel"})
 
 
 def pinned_model(model: Mapping[str, Any]) -> dict[str, Any]:

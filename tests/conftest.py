@@ -20,7 +20,7 @@ if not torch.cuda.is_available():
 
 # Fixtures several test folders share live in tests/plugins/ (a conftest reaches only its own folder).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-pytest_plugins = ["plugins.runs", "plugins.hf_models", "plugins.bench_runs", "plugins.ruler_data"]
+pytest_plugins = ["plugins.runs", "plugins.hf_models", "plugins.bench_runs", "plugins.ruler_data", "plugins.gloo"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

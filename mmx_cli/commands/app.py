@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -56,13 +57,19 @@ def _register_commands() -> None:
     import mmx.commands.train  # noqa: F401  (one import per command module; add yours on its own line)
 
 
+def _rank_label() -> str:
+    """`[rank N] ` in a torchrun job's other ranks, whose errors would otherwise read as rank 0's, repeated."""
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    return f"[rank {rank}] " if world != "1" and rank != "0" else ""
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: user-facing errors, usage errors included, become one line on stderr and exit code 2."""
     _register_commands()
     try:
         code = app(args=argv, prog_name="mmx", standalone_mode=False)
     except MmxError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_rank_label()}{err}", file=sys.stderr)
         sys.exit(2)
     except NoArgsIsHelpError as err:
         err.show()  # a bare `mmx` or command group: the help page, as a user expects

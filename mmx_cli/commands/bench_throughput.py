@@ -150,6 +150,14 @@ def throughput(
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on CUDA, fp32 on CPU), bf16, fp16, fp32."),
+    tp: int = typer.Option(1, "--tp", help="Tensor parallel over N ranks (mmx models): torchrun or --devices."),
+    quantize_experts: str = typer.Option("none", "--quantize-experts", help="mmx models: experts in fp8 or int8."),
+    devices: str | None = typer.Option(
+        None,
+        "--devices",
+        help="One rank per device, e.g. 0,1,2,3 or cpu,cpu (torchrun started for you), measured together: one "
+        "model across them with --tp, else a copy on each (tokens/s count them all).",
+    ),
     peaks: str = typer.Option("datasheet", "--peaks", help="MFU/bandwidth ceilings: datasheet or measure."),
     budget: float | None = typer.Option(None, "--budget", help="Seconds; start no new measurement after this."),
     out: Path | None = _OUT,
@@ -159,13 +167,16 @@ def throughput(
 ) -> None:
     """Prefill tokens/s and time to first token against context length, decode tokens/s at batch sizes, peak memory."""
     from mmx.model.backends.common import resolve_device, resolve_dtype
+    from mmx.model.parallel.quant import check_kind
+    from mmx.model.parallel.runtime import join
     from mmx.results.rundir import check_out_dir, default_out
     from mmx.workflows.bench.peaks import detect_peaks
     from mmx.workflows.bench.subjects import Placement
     from mmx.workflows.bench.throughput import Plan
 
-    for value, flag, minimum in ((repeats, "--repeats", 1), (layers, "--layers", 1)):
+    for value, flag, minimum in ((repeats, "--repeats", 1), (layers, "--layers", 1), (tp, "--tp", 1)):
         _positive(value, flag, minimum)
+    quantize = check_kind(quantize_experts)
     chunk = parse_chunk_size(chunk_size)
     _positive(decode_steps, "--decode-steps", 0)
     if budget is not None and budget <= 0:
@@ -175,18 +186,9 @@ def throughput(
     archs = parse_archs(arch)
     paths = parse_prefill_paths(prefill_attention)
     decode_batches = parse_batch_sizes(batch_sizes)
-    place_device = resolve_device(device)
-    sizes = resolve_lengths(max_len, lengths, DEFAULT_MAX_LEN[place_device.type])
-    place = Placement(place_device, resolve_dtype(dtype, place_device), chunk)
     out = out or default_out("bench", model)
-    check_out_dir(out)
-    from mmx.workflows.bench.run import plan_subjects
-
-    subjects = plan_subjects(
-        model, place, layers=layers, archs=archs, compare_transformers=compare_transformers, paths=paths
-    )
-    ceilings = detect_peaks(place.device, place.dtype, measure=peaks == "measure")
-    plan = Plan(sizes, decode_batches, decode_steps, repeats, seed, budget)
+    kind = device_kind(device, devices)
+    sizes = resolve_lengths(max_len, lengths, DEFAULT_MAX_LEN[kind])
     command = _command(
         [
             ("--model", model),
@@ -201,12 +203,31 @@ def throughput(
             ("--prefill-attention", ",".join(paths)),
             ("--device", device),
             ("--dtype", dtype),
+            ("--tp", tp if tp > 1 else None),
+            ("--quantize-experts", quantize),
             ("--peaks", peaks),
             ("--budget", budget),
             ("--out", out),
             ("--seed", seed),
         ]
     )
+    if devices is not None:  # the same command, one rank per device, started through torchrun
+        from mmx.workflows.launch import launch, parse_devices
+
+        outputs = [flag for flag, on in (("--json", json_output), ("--quiet", quiet)) if on]
+        raise typer.Exit(launch([*command[1:], *outputs], parse_devices(devices), tp))
+    context = join(tp, None if device == "auto" else device)
+    place_device = context.device if context.device is not None else resolve_device(device)
+    place = Placement(place_device, resolve_dtype(dtype, place_device), chunk, tp, quantize, context)
+    if context.rank == 0:
+        check_out_dir(out)
+    from mmx.workflows.bench.run import plan_subjects
+
+    subjects = plan_subjects(
+        model, place, layers=layers, archs=archs, compare_transformers=compare_transformers, paths=paths
+    )
+    ceilings = detect_peaks(place.device, place.dtype, measure=peaks == "measure")
+    plan = Plan(sizes, decode_batches, decode_steps, repeats, seed, budget)
     params = {
         **plan.params(),
         "model": model,
@@ -218,6 +239,9 @@ def throughput(
         "dtype": place.dtype_name,
         "device_name": ceilings.device,
         "peaks": peaks,
+        **({"tp": tp} if tp > 1 else {}),  # absent for one device, so runs made before these options still resume
+        **({"quantize_experts": quantize} if quantize else {}),
+        **({"world_size": context.world} if context.distributed else {}),
     }
     run_bench(
         out,
@@ -232,6 +256,17 @@ def throughput(
     )
 
 
+def device_kind(device: str, devices: str | None) -> str:
+    """cuda or cpu: what the run measures on (it picks the default --max-len)."""
+    if devices is not None:
+        return "cpu" if devices.strip().startswith("cpu") else "cuda"
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cpu" if device == "cpu" else "cuda"
+
+
 def run_bench(out: Path, *, json_output: bool, quiet: bool, **work: Any) -> None:
     """Measure with per-measurement lines on stderr, then print the table (or JSON)."""
     from mmx.workflows.bench.run import run_throughput
@@ -244,6 +279,8 @@ def run_bench(out: Path, *, json_output: bool, quiet: bool, **work: Any) -> None
     except KeyboardInterrupt:
         print(f"interrupted: rerun the same command with --out {out} to resume", file=sys.stderr)
         raise typer.Exit(130) from None
+    if records is None:  # another rank of a torchrun job: rank 0 reports
+        return
     ceilings = work["ceilings"]
     if json_output:
         print(json.dumps({"run_dir": str(out), "peaks": ceilings.to_dict(), "records": records}, indent=2))

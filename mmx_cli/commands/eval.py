@@ -8,6 +8,7 @@ request and the sweep's records into a table or JSON. Heavy imports (torch, the 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -82,17 +83,27 @@ def json_report(run_dir: Path, resumed: bool, model: dict[str, Any], result: Any
     }
 
 
-def run_eval(request: EvalRequest, *, json_output: bool, quiet: bool) -> None:
-    """Run the request with progress on stderr, then print the table or JSON."""
+def run_eval(request: EvalRequest, *, json_output: bool, quiet: bool, devices: str | None = None) -> None:
+    """Run the request with progress on stderr, then print the table or JSON; with `devices`, as a job of one
+    process per device (the ranks print; this process waits for them)."""
     from mmx.workflows.evaluate.run import run_eval as run
 
+    if devices is not None:
+        from mmx.workflows.launch import launch, parse_devices
+
+        outputs = [flag for flag, on in (("--json", json_output), ("--quiet", quiet)) if on]
+        tp = int(request.options.get("tp") or 1)
+        raise typer.Exit(launch([*request.command[1:], *outputs], parse_devices(devices), tp))
     progress = sweep_progress(quiet)
     try:
         outcome = run(request, progress, announce=lambda line: print(line, file=sys.stderr, flush=True))
     except KeyboardInterrupt:
         progress.end()
-        print(f"interrupted: rerun the same command with --out {request.out} to resume", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # in a torchrun job, rank 0 says it once
+            print(f"interrupted: rerun the same command with --out {request.out} to resume", file=sys.stderr)
         raise typer.Exit(130) from None
+    if outcome is None:  # another rank of a torchrun job: rank 0 reports the job
+        return
     names, result = list(request.tasks), outcome.result
     if json_output:
         print(json.dumps(json_report(outcome.out, outcome.resumed, outcome.model, result, names), indent=2))
@@ -172,15 +183,18 @@ def ruler(
     concurrency: int | None = flags.CONCURRENCY,
     timeout: float | None = flags.TIMEOUT,
     retries: int | None = flags.RETRIES,
+    tp: int | None = flags.TP,
+    quantize_experts: str | None = flags.QUANTIZE_EXPERTS,
+    devices: str | None = flags.DEVICES,
     json_output: bool = _JSON,
     quiet: bool = _QUIET,
 ) -> None:
     """The 13 RULER tasks (or a subset) at each length; prints a task × length score table."""
     given = dict(locals())
     chosen = resolve_tasks(given.pop("tasks"), not no_answer_prefix, given.pop("source"), option)
-    json_output, quiet = given.pop("json_output"), given.pop("quiet")
+    json_output, quiet, devices = given.pop("json_output"), given.pop("quiet"), given.pop("devices")
     request = build_request("ruler", chosen, [("--tasks", ",".join(chosen.tasks))], **given)
-    run_eval(request, json_output=json_output, quiet=quiet)
+    run_eval(request, json_output=json_output, quiet=quiet, devices=devices)
 
 
 @eval_app.command()
@@ -211,6 +225,9 @@ def niah(
     concurrency: int | None = flags.CONCURRENCY,
     timeout: float | None = flags.TIMEOUT,
     retries: int | None = flags.RETRIES,
+    tp: int | None = flags.TP,
+    quantize_experts: str | None = flags.QUANTIZE_EXPERTS,
+    devices: str | None = flags.DEVICES,
     json_output: bool = _JSON,
     quiet: bool = _QUIET,
 ) -> None:
@@ -218,9 +235,9 @@ def niah(
     given = dict(locals())
     pairs = [f"depths={given.pop('depths')}", f"spacing={given.pop('spacing')}", *option]
     chosen = resolve_tasks(["niah"], not no_answer_prefix, "mmx", pairs)
-    json_output, quiet = given.pop("json_output"), given.pop("quiet")
+    json_output, quiet, devices = given.pop("json_output"), given.pop("quiet"), given.pop("devices")
     judge_spec, judge_name = given.pop("judge"), given.pop("judge_model")
     given["default_samples"] = len(chosen.tasks["niah"].depths)
     flags_ = [("--depths", depths), ("--spacing", spacing), ("--judge", judge_spec), ("--judge-model", judge_name)]
     request = build_request("niah", chosen, flags_, judge=judge_spec, judge_model=judge_name, **given)
-    run_eval(request, json_output=json_output, quiet=quiet)
+    run_eval(request, json_output=json_output, quiet=quiet, devices=devices)

@@ -24,3 +24,17 @@ API_MODEL = typer.Option(None, "--api-model", help="openai: the model name to re
 CONCURRENCY = typer.Option(None, "--concurrency", help="openai: requests in flight at once (default: 4).")
 TIMEOUT = typer.Option(None, "--timeout", help="openai: seconds to wait for one response (default: 600).")
 RETRIES = typer.Option(None, "--retries", help="openai: retries of a failed request, with backoff (default: 4).")
+TP = typer.Option(
+    None,
+    "--tp",
+    help="Native models: tensor parallel over N ranks (heads and experts split), in a torchrun job or with --devices.",
+)
+QUANTIZE_EXPERTS = typer.Option(
+    None, "--quantize-experts", help="Native models: expert weights in 8 bits, fp8 or int8 (default: none)."
+)
+DEVICES = typer.Option(
+    None,
+    "--devices",
+    help="Start one process per device and split the run among them, e.g. 0,1,2,3 (GPUs) or cpu,cpu; "
+    "with --tp N, every N of them hold one model.",
+)

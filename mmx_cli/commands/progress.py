@@ -44,7 +44,8 @@ class BarProgress:
     def advance(self, count: int) -> None:
         """One more sample scored."""
         self.bars.advance(self.total_id, count)
-        self.bars.advance(self.cell_id, count)
+        if self.cell_id is not None:  # a data-parallel job draws the whole job only
+            self.bars.advance(self.cell_id, count)
 
     def note(self, message: str) -> None:
         """Print above the bars, so the message stays when they go."""

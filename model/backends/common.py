@@ -83,19 +83,24 @@ def backend_options(
     concurrency: int | None = None,
     timeout: float | None = None,
     retries: int | None = None,
+    tp: int | None = None,
+    quantize_experts: str | None = None,
 ) -> dict[str, Any]:
     """The options the user set, checked and named as backends take them (`--api-model` is the openai backend's
     `model`). Only options actually given are kept, so a backend never sees one that does not apply to it (an
     `openai:` model has no device) unless the user asked for it, and then it says so."""
     if dtype != "auto" and dtype not in DTYPES:
         raise MmxError(f"unknown dtype {dtype!r}", "use one of auto, bf16, fp16, fp32")
-    for flag, value in (("--batch-size", batch_size), ("--concurrency", concurrency), ("--max-context", max_context)):
+    counts = {"--batch-size": batch_size, "--concurrency": concurrency, "--max-context": max_context, "--tp": tp}
+    for flag, value in counts.items():
         if value is not None and value < 1:
             raise MmxError(f"bad {flag} {value}", f"use {flag} 1 or more")
     if retries is not None and retries < 0:
         raise MmxError(f"bad --retries {retries}", "use --retries 0 or more")
     if timeout is not None and timeout <= 0:
         raise MmxError(f"bad --timeout {timeout}", "use a positive number of seconds")
+    if quantize_experts not in (None, "none", "fp8", "int8"):
+        raise MmxError(f"unknown --quantize-experts {quantize_experts!r}", "use none, fp8 or int8")
     chosen = {
         "device": None if device == "auto" else device,
         "dtype": None if dtype == "auto" else dtype,
@@ -107,5 +112,7 @@ def backend_options(
         "concurrency": concurrency,
         "timeout": timeout,
         "retries": retries,
+        "tp": None if tp == 1 else tp,  # the default (one process per model) is no option at all
+        "quantize_experts": None if quantize_experts == "none" else quantize_experts,
     }
     return {key: value for key, value in chosen.items() if value is not None}

@@ -9,8 +9,10 @@ stop at EOS when the config names them, which is how `mmx train` lays out its do
 from __future__ import annotations
 
 import hashlib
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -20,7 +22,13 @@ from mmx.model.backends.common import check_options, cut_at_stop, dtype_name, re
 from mmx.model.config import PRESETS, WEIGHTS_DIR, MiniMaxConfig
 from mmx.model.generate import DEFAULT_CHUNK, activation_bytes, auto_chunk
 from mmx.model.memory import free_memory
+from mmx.model.parallel.layout import ShardLayout, check_tp
+from mmx.model.parallel.quant import check_kind
+from mmx.model.parallel.runtime import ParallelContext, join, launched, rank_device
 from mmx.model.tokenizer import ByteTokenizer, JsonTokenizer
+
+if TYPE_CHECKING:
+    from mmx.model.parallel.plan import MemoryPlan
 
 # --batch-size auto: share of the free memory a batch may plan to use, and the most rows worth batching on each device.
 _MEMORY_SHARE = {"cuda": 0.8, "cpu": 0.5}
@@ -66,8 +74,10 @@ class NativeBackend(Backend):
         info: dict[str, Any],
         max_context: int | None = None,
         batch_size: int | None = None,
+        parallel: ParallelContext | None = None,
     ) -> None:
         self.model = model.eval()
+        self.parallel = parallel  # the torchrun job this rank belongs to (None: one process)
         self.config: MiniMaxConfig = model.config
         self.tokenizer = tokenizer
         self.max_context = int(max_context or self.config.max_position_embeddings)
@@ -123,7 +133,7 @@ class NativeBackend(Backend):
 
     def row_bytes(self, tokens: int) -> int:
         """Memory one batch row of `tokens` tokens holds: softmax K/V, fp32 lightning states, and its logits."""
-        c = self.config
+        c = self.model.cache_config  # this rank's heads under tensor parallelism
         elem = torch.finfo(self.model.dtype).bits // 8
         kv = 2 * len(c.softmax_layers) * c.num_key_value_heads * c.head_dim * tokens * elem
         states = len(c.lightning_layers) * c.num_attention_heads * c.head_dim**2 * 4
@@ -142,7 +152,12 @@ class NativeBackend(Backend):
         device = self.model.device
         budget = free_memory(device) * _MEMORY_SHARE[device.type] - self.prefill_bytes(length)
         fits = int(budget // self.row_bytes(length + max_new_tokens)) - 1
-        return max(1, min(_MAX_BATCH[device.type], fits))
+        chosen = max(1, min(_MAX_BATCH[device.type], fits))
+        if self.parallel is not None and self.parallel.tp_group is not None:  # one batch for the whole replica
+            from mmx.model.parallel.comm import all_min
+
+            chosen = all_min(chosen, self.parallel.tp_group)
+        return chosen
 
     def describe(self) -> dict[str, Any]:
         """Enough to reproduce: spec, weights (path and digest, or preset and seed), config, dtype, device."""
@@ -152,7 +167,7 @@ class NativeBackend(Backend):
             "backend": "native",
             **self.info,
             "config": self.config.to_dict(),
-            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "parameters": self.info.get("parameters") or sum(p.numel() for p in self.model.parameters()),
             "tokenizer": self.tokenizer.describe(),
             "max_context": self.max_context,
             "dtype": dtype_name(self.model.dtype),
@@ -161,21 +176,67 @@ class NativeBackend(Backend):
         }
 
 
-_OPTIONS = ("device", "dtype", "max_context", "batch_size")
+_OPTIONS = ("device", "dtype", "max_context", "batch_size", "tp", "quantize_experts")
 
 
 def _check_options(options: dict[str, Any]) -> dict[str, Any]:
     """The options native models take (None values dropped); any other is one MmxError."""
     given = check_options(options, _OPTIONS, "native models")
-    for key in ("max_context", "batch_size"):
+    for key in ("max_context", "batch_size", "tp"):
         if key in given and int(given[key]) < 1:
             raise MmxError(f"bad {key} {given[key]}", f"use a {key} of 1 or more")
+    check_kind(given.get("quantize_experts"))
     return given
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a native model runs: device and dtype, its tensor-parallel share, and whether its experts are 8-bit."""
+
+    device: torch.device
+    dtype: torch.dtype
+    tp: int
+    quantize: str | None
+    context: ParallelContext
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the model is built part by part (`mmx.model.parallel.build`) rather than whole."""
+        return self.tp > 1 or self.quantize is not None
+
+    def layout(self, config: MiniMaxConfig) -> ShardLayout:
+        return ShardLayout(config, self.context.tp_rank, self.tp)
+
+    def info(self, config: MiniMaxConfig) -> dict[str, Any]:
+        """What run.json records about the placement (nothing for a plain single-process model, as before)."""
+        from mmx.model.parallel.build import global_shapes
+
+        if not self.sharded:
+            return {}
+        shapes = global_shapes(config).values()
+        info: dict[str, Any] = {"parameters": sum(int(torch.Size(s).numel()) for s in shapes)}
+        if self.tp > 1:
+            info["tensor_parallel"] = self.tp
+        if self.quantize:
+            info["quantized_experts"] = self.quantize
+        return info
+
+
+def placement(options: dict[str, Any], config: MiniMaxConfig) -> Placement:
+    """Resolve --device, --dtype, --tp and --quantize-experts for `config`; under torchrun each rank takes its GPU."""
+    opts = _check_options(options)
+    tp = int(opts.get("tp") or 1)
+    check_tp(config, tp)
+    context = join(tp, opts.get("device"))
+    device = context.device if context.device is not None else resolve_device(opts.get("device"))
+    dtype = resolve_dtype(opts.get("dtype"), device)
+    return Placement(device, dtype, tp, check_kind(opts.get("quantize_experts")), context)
 
 
 def load_checkpoint(directory: Path, *, spec: str, name: str, options: dict[str, Any], **info: Any) -> NativeBackend:
     """A backend over the checkpoint in `directory`; a missing directory or weights is one MmxError."""
     from mmx.model.modeling import MiniMaxForCausalLM
+    from mmx.model.parallel.build import load_sharded
 
     opts = _check_options(options)
 
@@ -185,17 +246,22 @@ def load_checkpoint(directory: Path, *, spec: str, name: str, options: dict[str,
         raise MmxError(f"no *.safetensors weights in {directory}", "point at a directory written by save_pretrained")
     config = MiniMaxConfig.from_pretrained(directory)
     tokenizer = checkpoint_tokenizer(config, directory)
-    place = resolve_device(opts.get("device"))
-    model = MiniMaxForCausalLM.from_pretrained(directory, device=place, dtype=resolve_dtype(opts.get("dtype"), place))
+    place = placement(opts, config)
+    if place.sharded:
+        group = place.context.tp_group
+        model = load_sharded(directory, place.layout(config), group, place.device, place.dtype, place.quantize)
+    else:
+        model = MiniMaxForCausalLM.from_pretrained(directory, device=place.device, dtype=place.dtype)
     info = {"random_weights": False, "checkpoint": str(directory), "weights_sha256": weights_digest(directory), **info}
     return NativeBackend(
         model,
         tokenizer,
         spec=spec,
         name=name,
-        info=info,
+        info={**info, **place.info(config)},
         max_context=opts.get("max_context"),
         batch_size=opts.get("batch_size"),
+        parallel=place.context,
     )
 
 
@@ -235,26 +301,77 @@ def parse_random_spec(rest: str) -> tuple[str, int]:
 def from_random(rest: str, **options: Any) -> NativeBackend:
     """`random:PRESET[:SEED]`: random weights drawn on the CPU from SEED (default 0), so every device gets the same."""
     from mmx.model.modeling import MiniMaxForCausalLM
+    from mmx.model.parallel.build import random_sharded
 
     opts = _check_options(options)
     preset, seed = parse_random_spec(rest)
     config = MiniMaxConfig.from_name(preset)
     tokenizer = checkpoint_tokenizer(config, None)
-    place = resolve_device(opts.get("device"))
-    with torch.device("meta"):
-        model = MiniMaxForCausalLM(config)
-    model = model.to_empty(device="cpu")
-    model.init_weights(seed)
-    model = model.to(device=place, dtype=resolve_dtype(opts.get("dtype"), place))
+    place = placement(opts, config)
+    if place.sharded:  # each rank keeps its part of the very weights one process would draw
+        model = random_sharded(
+            place.layout(config), place.context.tp_group, place.device, place.dtype, seed, place.quantize
+        )
+    else:
+        with torch.device("meta"):
+            model = MiniMaxForCausalLM(config)
+        model = model.to_empty(device="cpu")
+        model.init_weights(seed)
+        model = model.to(device=place.device, dtype=place.dtype)
     return NativeBackend(
         model,
         tokenizer,
         spec=f"random:{rest}",
         name=f"{preset} (random weights)",
-        info={"random_weights": True, "preset": preset, "seed": seed},
+        info={"random_weights": True, "preset": preset, "seed": seed, **place.info(config)},
         max_context=opts.get("max_context"),
         batch_size=opts.get("batch_size"),
+        parallel=place.context,
     )
+
+
+def spec_config(spec: str) -> MiniMaxConfig | None:
+    """The config a native model spec names, read without loading weights; None for a spec of another backend."""
+    prefix, sep, rest = spec.partition(":")
+    if sep and prefix == "random":
+        return MiniMaxConfig.from_name(parse_random_spec(rest)[0])
+    if sep and prefix == "mmx":
+        return MiniMaxConfig.from_pretrained(Path(rest).expanduser())
+    if not sep and (WEIGHTS_DIR / spec / "config.json").is_file():
+        return MiniMaxConfig.from_pretrained(WEIGHTS_DIR / spec)
+    return None
+
+
+def memory_plan_for(
+    spec: str, options: dict[str, Any], length: int, rows: int = 1
+) -> tuple[MemoryPlan, int, str] | None:
+    """(plan, free bytes, which device) of one rank for a native model with --tp or --quantize-experts, at
+    `length` tokens for `rows` rows; None for any other run (which sizes its batches by free memory as it goes)."""
+    from mmx.model.parallel.plan import COMM_RESERVE, memory_plan
+
+    tp, quantize = int(options.get("tp") or 1), check_kind(options.get("quantize_experts"))
+    config = spec_config(spec) if tp > 1 or quantize else None
+    if config is None:  # another backend's spec checks its own options when it loads
+        return None
+    opts = _check_options(options)
+    check_tp(config, tp)
+    join(tp, opts.get("device"))  # one process asked for tensor parallel: refused here, before any plan is shown
+    device = rank_device(opts.get("device")) if launched() else resolve_device(opts.get("device"))
+    elem = torch.finfo(resolve_dtype(opts.get("dtype"), device)).bits // 8
+    on_gpu = device.type == "cuda"
+    chunk = auto_chunk(config, elem) if on_gpu else DEFAULT_CHUNK
+    plan = memory_plan(
+        config,
+        length=length,
+        dtype_bytes=elem,
+        tp=tp,
+        quantize=quantize,
+        rows=rows,
+        chunk=chunk,
+        comm_reserve=COMM_RESERVE if on_gpu and tp > 1 else 0,
+    )
+    ranks_here = 1 if on_gpu else int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # CPU ranks share the host's memory
+    return plan, free_memory(device) // ranks_here, str(device)
 
 
 register_backend("name", from_name)

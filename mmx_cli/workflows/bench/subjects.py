@@ -23,6 +23,8 @@ from mmx.model.backends.native import parse_random_spec
 from mmx.model.chunk_attention import DEFAULT_PREFILL_PATH, prefill_path
 from mmx.model.config import LIGHTNING, SOFTMAX, MiniMaxConfig
 from mmx.model.generate import auto_chunk
+from mmx.model.parallel.layout import ShardLayout
+from mmx.model.parallel.runtime import ParallelContext
 
 ARCHS = ("hybrid", "softmax", "lightning")
 HF_BLOCK_SIZE = 256  # transformers' lightning attention block (its config default, MiniMax-Text-01's value)
@@ -149,10 +151,17 @@ def init_random(model: torch.nn.Module, std: float, seed: int) -> None:
             param.normal_(0.0, std, generator=generator)
 
 
-def build_native(config: MiniMaxConfig, device: torch.device, dtype: torch.dtype, seed: int) -> Any:
-    """Our model with random weights, allocated once in `dtype` on `device` (built on the meta device first)."""
+def build_native(
+    config: MiniMaxConfig, device: torch.device, dtype: torch.dtype, seed: int, place: Placement | None = None
+) -> Any:
+    """Our model with random weights, allocated once in `dtype` on `device` (built on the meta device first); under
+    tensor parallelism or with 8-bit experts (`place`), only this rank's part, drawn on its device."""
     from mmx.model.modeling import MiniMaxForCausalLM
+    from mmx.model.parallel.build import random_sharded
 
+    if place is not None and place.sharded:
+        group = place.context.tp_group if place.context is not None else None
+        return random_sharded(place.layout(config), group, device, dtype, seed, place.quantize, exact=False)
     with torch.device("meta"):
         model = MiniMaxForCausalLM(config)
     model = model.to(dtype=dtype).to_empty(device=device)
@@ -189,7 +198,13 @@ class NativeRunner:
     `prefill_attention` is the softmax-attention path of every chunk after the first (`mmx.model.chunk_attention`).
     """
 
-    def __init__(self, model: Any, chunk_size: int, prefill_attention: str = DEFAULT_PREFILL_PATH) -> None:
+    def __init__(
+        self,
+        model: Any,
+        chunk_size: int,
+        prefill_attention: str = DEFAULT_PREFILL_PATH,
+        parallel: dict[str, Any] | None = None,
+    ) -> None:
         from mmx.kernels.dispatch import auto_impl
 
         self.model = model
@@ -199,6 +214,7 @@ class NativeRunner:
             "chunk_size": chunk_size,
             "lightning": auto_impl(model.device),
             "prefill_attention": prefill_attention,
+            **(parallel or {}),  # tensor_parallel, data_parallel, quantized_experts of a sharded or launched run
         }
 
     @torch.inference_mode()
@@ -271,15 +287,35 @@ class TransformersRunner:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where and how the models run."""
+    """Where and how the models run: device, dtype, prefill chunk, and (ours) tensor parallel and 8-bit experts."""
 
     device: torch.device
     dtype: torch.dtype
     chunk_size: int | None  # prefill chunk of our model; None sizes it per config (`auto_chunk`)
+    tp: int = 1
+    quantize: str | None = None
+    context: ParallelContext | None = None  # the torchrun job, when launched
 
     def chunk_for(self, config: MiniMaxConfig) -> int:
         """The prefill chunk our model of `config` runs with here."""
         return self.chunk_size or auto_chunk(config, torch.finfo(self.dtype).bits // 8)
+
+    @property
+    def sharded(self) -> bool:
+        return self.tp > 1 or self.quantize is not None
+
+    def layout(self, config: MiniMaxConfig) -> ShardLayout:
+        return ShardLayout(config, self.context.tp_rank if self.context is not None else 0, self.tp)
+
+    @property
+    def parallel(self) -> dict[str, Any]:
+        """What every record of our models says about the split (nothing for a plain single-device run)."""
+        info: dict[str, Any] = {}
+        if self.context is not None and self.context.distributed:
+            info |= {"tensor_parallel": self.tp, "data_parallel": self.context.dp}
+        if self.quantize:
+            info["quantized_experts"] = self.quantize
+        return info
 
     @property
     def dtype_name(self) -> str:
@@ -287,7 +323,11 @@ class Placement:
 
 
 def _native_build(config: MiniMaxConfig, place: Placement, seed: int, path: str) -> Callable[[], Runner]:
-    return lambda: NativeRunner(build_native(config, place.device, place.dtype, seed), place.chunk_for(config), path)
+    def build() -> Runner:
+        model = build_native(config, place.device, place.dtype, seed, place)
+        return NativeRunner(model, place.chunk_for(config), path, place.parallel)
+
+    return build
 
 
 def _transformers_build(config: MiniMaxConfig, place: Placement, seed: int) -> Callable[[], Runner]:
@@ -330,6 +370,7 @@ def random_subjects(
             "init": "normal(0, initializer_range) drawn on the device from the seed",
         }
         ours = {"name": f"{family} {arch} (mmx)", "backend": "native", "chunk_size": place.chunk_for(config)}
+        ours |= place.parallel
         impls = [
             (
                 _path_label(f"mmx {arch}", path, paths),
@@ -362,7 +403,9 @@ def backend_subjects(spec: str, place: Placement, paths: list[str]) -> list[Subj
     prefill attention path in `paths`, another model once."""
     from mmx.model.backends.base import load_backend
 
-    backend: Any = load_backend(spec, device=str(place.device), dtype=place.dtype_name)
+    sharding = {"tp": place.tp if place.tp > 1 else None, "quantize_experts": place.quantize}
+    options = {key: value for key, value in sharding.items() if value is not None}
+    backend: Any = load_backend(spec, device=_device_option(place), dtype=place.dtype_name, **options)
     model = getattr(backend, "model", None)
     if not isinstance(model, torch.nn.Module):
         raise MmxError(
@@ -377,7 +420,7 @@ def backend_subjects(spec: str, place: Placement, paths: list[str]) -> list[Subj
             (
                 _path_label(name, path, paths),
                 {"chunk_size": chunk, "prefill_attention": path},
-                NativeRunner(model, chunk, path),
+                NativeRunner(model, chunk, path, place.parallel),
             )
             for path in paths
         ]
@@ -396,3 +439,10 @@ def backend_subjects(spec: str, place: Placement, paths: list[str]) -> list[Subj
         )
         for label, extra, runner in runners
     ]
+
+
+def _device_option(place: Placement) -> str:
+    """The --device a backend loads with: in a torchrun job the kind only (each rank takes its own GPU)."""
+    if place.context is not None and place.context.distributed:
+        return place.device.type
+    return str(place.device)

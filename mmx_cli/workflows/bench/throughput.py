@@ -20,10 +20,12 @@ from typing import Any
 import torch
 
 from mmx.model.backends.common import dtype_name
+from mmx.model.config import MiniMaxConfig
 from mmx.model.memory import is_out_of_memory
 from mmx.results.store import RunStore
 from mmx.sizes import format_size
 from mmx.workflows.bench.cost import decode_bytes, prefill_flops
+from mmx.workflows.bench.job import BenchJob
 from mmx.workflows.bench.peaks import DevicePeaks
 from mmx.workflows.bench.subjects import Runner, Subject
 
@@ -68,11 +70,13 @@ def release_memory() -> None:
 
 
 class _Meter:
-    """Wall-clock timing with device syncs, and peak allocated device memory (None on the CPU)."""
+    """Wall-clock timing with device syncs (and, in a torchrun job, barriers: the span covers every rank), and peak
+    allocated device memory (None on the CPU)."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, job: BenchJob | None = None) -> None:
         self.device = device
         self.cuda = device.type == "cuda"
+        self.job = job
 
     def sync(self) -> None:
         if self.cuda:
@@ -85,12 +89,20 @@ class _Meter:
     def peak_gb(self) -> float | None:
         return torch.cuda.max_memory_allocated(self.device) / 1e9 if self.cuda else None
 
+    def _together(self) -> None:
+        if self.job is not None:
+            self.job.together(self.device)
+            self.sync()
+
     def time(self, fn: Callable[[], Any]) -> tuple[float, Any]:
         self.sync()
+        self._together()
         start = time.perf_counter()
         result = fn()
         self.sync()
-        return time.perf_counter() - start, result
+        self._together()
+        seconds = time.perf_counter() - start
+        return (self.job.agree(seconds) if self.job is not None else seconds), result
 
 
 class ThroughputBench:
@@ -105,10 +117,15 @@ class ThroughputBench:
         dtype: torch.dtype,
         log: Log = lambda _: None,
         warn: Log = lambda _: None,
+        job: BenchJob | None = None,
+        planner: Callable[[MiniMaxConfig, int, int], Any] | None = None,
     ) -> None:
         self.plan = plan
         self.store = store
-        self.meter = _Meter(device)
+        self.job = job  # a torchrun job: rank 0 decides and records, every rank measures
+        self.replicas, self.devices = (job.replicas, job.world) if job is not None else (1, 1)
+        self.meter = _Meter(device, job)
+        self.planner = planner  # memory plan of our models: recorded beside each measured peak
         self.device = device
         self.peaks = peaks
         self.dtype_name = dtype_name(dtype)
@@ -178,7 +195,10 @@ class ThroughputBench:
 
     def _over_budget(self, what: str) -> bool:
         budget = self.plan.budget_s
-        if budget is None or time.monotonic() - self._start < budget:
+        within = budget is None or time.monotonic() - self._start < budget
+        if self.job is not None:
+            within = self.job.agree(within)
+        if within:
             return False
         self.skipped.append(what)
         self.warn(f"time budget of {budget:g}s spent: skipping {what}")
@@ -278,17 +298,18 @@ class ThroughputBench:
         if key in self._done:
             return cache
         ttft = statistics.median(times)
-        record = {**base, "tokens_per_s": length / ttft, "ttft_s": ttft, "peak_mem_gb": peak, "status": OK}
-        record |= {"times_s": times, "repeats": len(times)}
+        peak = self._job_peak(base, peak)
+        rate = self.replicas * length / ttft  # every replica prefilled its own copy in that time
+        record = {**base, "tokens_per_s": rate, "ttft_s": ttft, "peak_mem_gb": peak, "status": OK}
+        record |= {"times_s": times, "repeats": len(times), **self._planned(subject, length, 1)}
         if subject.config is not None:
-            flops = prefill_flops(subject.config, length)
+            flops = self.replicas * prefill_flops(subject.config, length)
             tflops = flops / ttft / 1e12
-            record |= {"flops": flops, "tflops": tflops, "mfu": _ratio(tflops, self.peaks.matmul_tflops)}
+            record |= {"flops": flops, "tflops": tflops, "mfu": _ratio(tflops, self._all(self.peaks.matmul_tflops))}
         self._append(record)
         mfu = f", MFU {record['mfu']:.0%}" if record.get("mfu") is not None else ""
         self.log(
-            f"prefill {subject.label} {format_size(length)}: {length / ttft:,.0f} tok/s, TTFT {ttft:.3f}s, "
-            f"peak {_gb(peak)}{mfu}"
+            f"prefill {subject.label} {format_size(length)}: {rate:,.0f} tok/s, TTFT {ttft:.3f}s, peak {_gb(peak)}{mfu}"
         )
         return cache
 
@@ -304,7 +325,7 @@ class ThroughputBench:
             for _ in range(DECODE_WARMUP_STEPS):
                 tokens = runner.decode(tokens, rows)
             seconds, _ = self.meter.time(partial(_steps, runner, tokens, rows, steps))
-            peak = self.meter.peak_gb()
+            peak = self._job_peak(base, self.meter.peak_gb())
         except Exception as err:
             failure = self._failure(base, err)
         rows = None
@@ -313,20 +334,41 @@ class ThroughputBench:
             self._append(failure)
             return
         step = seconds / steps
-        record = {**base, "tokens_per_s": batch / step, "ttft_s": None, "peak_mem_gb": peak, "status": OK}
-        record |= {"step_s": step, "steps": steps}
+        rate = self.replicas * batch / step
+        record = {**base, "tokens_per_s": rate, "ttft_s": None, "peak_mem_gb": peak, "status": OK}
+        record |= {"step_s": step, "steps": steps, **self._planned(subject, length, 1 + batch)}
         if subject.config is not None:
             context = length + DECODE_WARMUP_STEPS + steps // 2  # the mean context of the timed steps
-            moved = decode_bytes(subject.config, context, batch, self.elem_bytes)
+            experts = 1 if base.get("quantized_experts") else self.elem_bytes
+            moved = self.replicas * decode_bytes(subject.config, context, batch, self.elem_bytes, experts)
             bandwidth = moved / step
             record |= {"bytes_per_step": moved, "bandwidth_gbs": bandwidth / 1e9}
-            record["bandwidth_util"] = _ratio(bandwidth / 1e12, self.peaks.bandwidth_tbs)
+            record["bandwidth_util"] = _ratio(bandwidth / 1e12, self._all(self.peaks.bandwidth_tbs))
         self._append(record)
         util = f", {record['bandwidth_util']:.0%} of peak bandwidth" if record.get("bandwidth_util") else ""
         self.log(
-            f"decode  {subject.label} {format_size(length)} ×{batch}: {batch / step:,.0f} tok/s, "
+            f"decode  {subject.label} {format_size(length)} ×{batch}: {rate:,.0f} tok/s, "
             f"{step * 1e3:.2f} ms/step, peak {_gb(peak)}{util}"
         )
+
+    def _planned(self, subject: Subject, length: int, rows: int) -> dict[str, float]:
+        """The peak torch's allocator should see by the memory plan (NCCL's buffers are outside it), for our models."""
+        if self.planner is None or subject.config is None or subject.info.get("backend") != "native":
+            return {}
+        plan = self.planner(subject.config, length, rows)
+        return {"planned_peak_gb": (plan.total - plan.comm_reserve) / 1e9}
+
+    def _all(self, ceiling: float | None) -> float | None:
+        """A per-device ceiling times the devices of the job."""
+        return ceiling * self.devices if ceiling is not None else None
+
+    def _job_peak(self, base: dict[str, Any], peak: float | None) -> float | None:
+        """In a job: every rank's peak into `base`, and the largest as the record's peak."""
+        if self.job is None:
+            return peak
+        per_rank = self.job.gather(peak)
+        base["peak_mem_gb_per_rank"] = per_rank
+        return max((p for p in per_rank if p is not None), default=None)
 
 
 def _warmup_tokens(runner: Runner, lengths: Sequence[int]) -> int:

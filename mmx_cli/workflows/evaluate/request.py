@@ -28,6 +28,8 @@ BACKEND_FLAGS = {
     "concurrency": "--concurrency",
     "timeout": "--timeout",
     "retries": "--retries",
+    "tp": "--tp",
+    "quantize_experts": "--quantize-experts",
 }
 
 

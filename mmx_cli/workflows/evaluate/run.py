@@ -1,4 +1,5 @@
-"""An eval request end to end: load the backend, open (or resume) the run directory, run the sweep."""
+"""An eval request end to end: load the backend, open (or resume) the run directory, run the sweep — in one process,
+or as one rank of a torchrun job that splits the sweep (`mmx.workflows.evaluate.job`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mmx.model.backends.base import load_backend
+from mmx.model.parallel.runtime import launched
 from mmx.results.rundir import check_out_dir
 from mmx.results.store import RunStore
 from mmx.workflows.evaluate.judge import Judge
@@ -30,29 +32,41 @@ def run_eval(
     request: EvalRequest,
     progress: Progress | None = None,
     announce: Callable[[str], None] | None = None,
-) -> EvalOutcome:
-    """Run `request`; `announce` hears where the run is written (before the first sample), `progress` the rest."""
+) -> EvalOutcome | None:
+    """Run `request`; `announce` hears where the run is written (before the first sample), `progress` the rest.
+
+    In a torchrun job every rank calls this; rank 0 returns the outcome, the others None.
+    """
     progress = progress or SilentProgress()
+    if launched():
+        from mmx.workflows.evaluate.job import run_job
+
+        return run_job(request, progress, announce)
     check_out_dir(request.out)
+    check_memory(request, announce)
     backend = load_backend(request.model, **request.options)
     judge = Judge(request.judge, request.judge_model) if request.judge else None
-    plan = Sweep(
-        request.suite,
-        request.tasks,
-        request.lengths,
-        request.samples,
-        request.seed,
-        request.answer_prefix,
-        request.batch_size,
-        request.source,
-        request.task_options,
-        judge.describe() if judge else None,
-    )
+    plan = Sweep.for_request(request, judge)
     described = backend.describe()
     store = RunStore(request.out, on_corrupt=lambda m: progress.note(f"{m} (its sample will run again)"))
     resumed = store.open(run_metadata("eval", request.command, request.suite, described, plan.params(described)))
     if announce is not None:
         verb = "resuming" if resumed else "writing"
         announce(f"{verb} run in {request.out} (resume with --out {request.out})")
-    result = run_sweep(backend, plan, store, progress, judge)
+    result = run_sweep(backend, plan, store, progress, judge=judge)
     return EvalOutcome(request.out, resumed, described, result)
+
+
+def check_memory(request: EvalRequest, announce: Callable[[str], None] | None) -> None:
+    """Print the per-rank memory plan of a sharded or quantized native model at the longest length, and refuse a
+    run that cannot fit, before anything is loaded."""
+    from mmx.model.backends.native import memory_plan_for
+
+    planned = memory_plan_for(request.model, request.options, max(request.lengths), rows=request.batch_size or 1)
+    if planned is None:
+        return
+    plan, capacity, where = planned
+    if announce is not None:
+        for line in plan.lines():
+            announce(line)
+    plan.check(capacity, where)

@@ -9,7 +9,7 @@ is what makes a rerun after Ctrl-C or SIGKILL resume exactly where the file ends
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,22 @@ class Sweep:
     source: Mapping[str, Any] = field(default_factory=lambda: {"source": "mmx"})
     task_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     judge: Mapping[str, Any] | None = None  # the LLM judge's description, when one also scores the answers
+
+    @classmethod
+    def for_request(cls, request: Any, judge: Any | None = None) -> Sweep:
+        """The sweep an `EvalRequest` asks for (`judge`: the `Judge` that also rates answers, if any)."""
+        return cls(
+            request.suite,
+            request.tasks,
+            request.lengths,
+            request.samples,
+            request.seed,
+            request.answer_prefix,
+            request.batch_size,
+            request.source,
+            request.task_options,
+            judge.describe() if judge else None,
+        )
 
     def params(self, model: Mapping[str, Any]) -> dict[str, Any]:
         """Everything that must match for a rerun on the same directory to resume rather than be refused."""
@@ -236,14 +252,22 @@ def _unrun(task_name: str, length: int, index: int, status: str, error: str) -> 
 
 
 def run_sweep(
-    backend: Any, sweep: Sweep, store: RunStore, progress: Progress | None = None, judge: Any | None = None
+    backend: Any,
+    sweep: Sweep,
+    store: RunStore,
+    progress: Progress | None = None,
+    *,
+    judge: Any | None = None,
+    share: Callable[[str, int, int], bool] | None = None,
 ) -> SweepResult:
     """Run every (length, task) cell not yet on disk, appending each scored sample to `store`; return all records.
 
     `store` must already be opened (`RunStore.open`). Lengths above `backend.max_context` are skipped. After an
     out-of-memory at batch size 1, the rest of that cell and every longer length are recorded as "oom" without
     running, since memory only grows with length; other tasks at the same length still get their try. A `judge`
-    (`mmx.workflows.evaluate.judge.Judge`) also rates each answer; its score is recorded beside the metric's.
+    (`mmx.workflows.evaluate.judge.Judge`) also rates each answer; its score is recorded beside the metric's. `share`
+    (task, length, index) -> bool limits the run to the samples this process owns in a data-parallel job
+    (`mmx.workflows.evaluate.distributed`); `store` is then its proxy for the job's one writer.
     """
     progress = progress or SilentProgress()
     started = time.perf_counter()
@@ -259,7 +283,11 @@ def run_sweep(
     planned = {(name, length, i) for name, length in cells for i in range(sweep.samples)}
     progress.begin(len(planned), len(planned & state.done))
     for name, length in cells:
-        pending = [i for i in range(sweep.samples) if (name, length, i) not in state.done]
+        pending = [
+            i
+            for i in range(sweep.samples)
+            if (name, length, i) not in state.done and (share is None or share(name, length, i))
+        ]
         progress.cell(name, length, sweep.samples, sweep.samples - len(pending))
         if not pending:
             continue
