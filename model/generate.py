@@ -1,19 +1,27 @@
 """Chunked prefill, one-token decode, greedy generation and continuation log-probabilities.
 
 Prefill feeds a prompt through the cache `chunk_size` tokens at a time, so activations never exceed one chunk however
-long the prompt is (only the cache grows with it), and computes logits for the last position only. Everything runs
+long the prompt is (only the cache grows with it), and computes logits for the last position only. Chunks end at
+multiples of `chunk_size` counted from the start of the sequence, also when the cache already holds a prefix, so a
+prompt continued from a shared prefix (`mmx.model.prefix`) is cut where its separate prefill would be. Everything runs
 under `no_grad` rather than `inference_mode`, so a cache filled here can be fed to a plain forward afterwards.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from .cache import ModelCache
 from .config import MiniMaxConfig
 from .modeling import MiniMaxForCausalLM
+
+if TYPE_CHECKING:
+    from .prefix import PrefixWalker
 
 DEFAULT_CHUNK = 4096  # tokens per prefill step: large enough to keep a GPU busy, small enough to bound activations
 MAX_CHUNK = 65536  # `auto_chunk` picks a power of two from DEFAULT_CHUNK up to this
@@ -48,15 +56,23 @@ def auto_chunk(config: MiniMaxConfig, elem_bytes: int) -> int:
 def prefill(
     model: MiniMaxForCausalLM, input_ids: torch.Tensor, cache: ModelCache, chunk_size: int = DEFAULT_CHUNK
 ) -> torch.Tensor:
-    """Feed input_ids [B, T] (T ≥ 1) into `cache` in chunks; return the logits after the last token [B, V]."""
-    if input_ids.shape[1] == 0:
+    """Feed input_ids [B, T] (T ≥ 1) into `cache` in chunks; return the logits after the last token [B, V].
+
+    Chunks end at the multiples of `chunk_size` of the sequence position (rows of one length) or every `chunk_size`
+    tokens of the input (rows of several lengths)."""
+    T = input_ids.shape[1]
+    if T == 0:
         raise ValueError("prefill needs at least one token")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    cache.reserve(max(cache.lengths) + input_ids.shape[1])
+    cache.reserve(max(cache.lengths) + T)
+    held = cache.lengths[0] if len(set(cache.lengths)) == 1 else 0
     logits = None
-    for start in range(0, input_ids.shape[1], chunk_size):
-        logits = model(input_ids[:, start : start + chunk_size], cache=cache, logits_to_keep=1)
+    start = 0
+    while start < T:
+        end = min(T, start + chunk_size - (held + start) % chunk_size)
+        logits = model(input_ids[:, start:end], cache=cache, logits_to_keep=1)
+        start = end
     return logits[:, -1]  # type: ignore[index]
 
 
@@ -76,6 +92,59 @@ def _stop_at(tokens: list[int], stop_ids: set[int], stop_sequences: Sequence[Seq
     return None
 
 
+@dataclass
+class GenerateStats:
+    """What one `generate` call did. Per prompt: tokens its own forward passes computed (`prefilled`) and tokens it
+    read from a cache another prompt had filled (`read`); the seconds until every prompt was prefilled (device work
+    included) and the seconds of the decode loop."""
+
+    prefilled: list[int] = field(default_factory=list)
+    read: list[int] = field(default_factory=list)
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued device work, so a host clock read next includes it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _prefill_alone(
+    model: MiniMaxForCausalLM, prompts: list[list[int]], extra: int, chunk_size: int
+) -> tuple[ModelCache, list[torch.Tensor]]:
+    """Each prompt prefilled from an empty cache, into one batch cache of len(prompts) rows."""
+    cache = model.new_cache(len(prompts))
+    cache.reserve(max(len(p) for p in prompts) + extra)
+    first = []
+    for row, prompt in enumerate(prompts):
+        own = cache if len(prompts) == 1 else model.new_cache(1)  # a lone prompt needs no second copy of its K/V
+        first.append(prefill(model, torch.tensor([prompt], device=model.device), own, chunk_size))
+        if own is not cache:
+            cache.load_row(row, own)
+    return cache, first
+
+
+def _prefill_walking(
+    model: MiniMaxForCausalLM, prompts: list[list[int]], extra: int, walker: PrefixWalker, stats: GenerateStats
+) -> tuple[ModelCache, list[torch.Tensor]]:
+    """The prompts fed through `walker` (shared beginnings computed once), each copied into its batch row; a lone
+    prompt decodes in the walker's own row."""
+    longest = max(len(p) for p in prompts)
+    walker.reserve(longest + (extra if len(prompts) == 1 else 0))
+    cache = None
+    if len(prompts) > 1:
+        cache = model.new_cache(len(prompts))
+        cache.reserve(longest + extra)
+    first: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
+    for row, fed in walker.walk(prompts):
+        first[row] = fed.logits
+        stats.read[row], stats.prefilled[row] = fed.read, fed.prefilled
+        if cache is not None:
+            cache.load_row(row, walker.cache)
+    return (cache if cache is not None else walker.lend()), first
+
+
 @torch.no_grad()
 def generate(
     model: MiniMaxForCausalLM,
@@ -85,29 +154,49 @@ def generate(
     stop_ids: Sequence[int] = (),
     stop_sequences: Sequence[Sequence[int]] = (),
     chunk_size: int = DEFAULT_CHUNK,
+    walker: PrefixWalker | None = None,
+    stats: GenerateStats | None = None,
 ) -> list[list[int]]:
     """Greedy continuations of `prompts` (new tokens only, any stop id or stop sequence excluded).
 
-    Each prompt is prefilled alone, then all rows decode together with their own positions and masked K/V lengths,
-    so a batch gives exactly the tokens one-at-a-time generation gives.
+    Without `walker`, each prompt is prefilled alone; with one, prompts go through it, so beginnings they share with
+    each other (or with the prompts it walked before) are prefilled once. Then all rows decode together with their
+    own positions and masked K/V lengths, so a batch gives exactly the tokens one-at-a-time generation gives.
+    `stats`, when given, is filled in.
     """
     if any(not p for p in prompts):
         raise ValueError("every prompt needs at least one token")
+    stats = stats if stats is not None else GenerateStats()
+    stats.prefilled, stats.read = [len(p) for p in prompts], [0] * len(prompts)
     if not prompts or max_new_tokens <= 0:
+        stats.prefilled = [0] * len(prompts)
         return [[] for _ in prompts]
-    device = model.device
-    cache = model.new_cache(len(prompts))
-    cache.reserve(max(len(p) for p in prompts) + max_new_tokens)
-    first = []
-    for row, prompt in enumerate(prompts):
-        own = cache if len(prompts) == 1 else model.new_cache(1)  # a lone prompt needs no second copy of its K/V
-        first.append(prefill(model, torch.tensor([prompt], device=device), own, chunk_size))
-        if own is not cache:
-            cache.load_row(row, own)
+    started = time.perf_counter()
+    if walker is None:
+        cache, first = _prefill_alone(model, prompts, max_new_tokens, chunk_size)
+    else:
+        cache, first = _prefill_walking(model, prompts, max_new_tokens, walker, stats)
     next_tokens = torch.cat(first).argmax(dim=-1)  # [B]
-    outputs: list[list[int]] = [[] for _ in prompts]
-    done = [False] * len(prompts)
-    stops = set(stop_ids)
+    _sync(model.device)  # the decode loop's first read waits for this anyway
+    decoding = time.perf_counter()
+    stats.prefill_s = decoding - started
+    outputs = _decode(model, cache, next_tokens, len(prompts), max_new_tokens, set(stop_ids), stop_sequences)
+    stats.decode_s = time.perf_counter() - decoding
+    return outputs
+
+
+def _decode(
+    model: MiniMaxForCausalLM,
+    cache: ModelCache,
+    next_tokens: torch.Tensor,
+    rows: int,
+    max_new_tokens: int,
+    stops: set[int],
+    stop_sequences: Sequence[Sequence[int]],
+) -> list[list[int]]:
+    """Greedy steps from the first tokens `next_tokens` [B] until every row stopped or has `max_new_tokens`."""
+    outputs: list[list[int]] = [[] for _ in range(rows)]
+    done = [False] * rows
     for step in range(max_new_tokens):
         for row, token in enumerate(next_tokens.tolist()):
             if done[row]:

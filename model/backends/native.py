@@ -4,22 +4,30 @@ Registers three spec prefixes: a bare name (weights shipped in `model/weights/<n
 `mmx-mini`), `mmx:PATH` (a checkpoint directory written by `save_pretrained` or an original MiniMax one), and
 `random:PRESET[:SEED]` (random weights, for smoke tests and speed). Generation is greedy; prompts start with BOS and
 stop at EOS when the config names them, which is how `mmx train` lays out its documents.
+
+Prompts that begin alike are prefilled through a `PrefixWalker` (`mmx.model.prefix`): their common beginning once,
+then each one's own rest. Within one `generate` call that happens by itself; a `prefill_scope` over a whole sweep cell
+extends it across the cell's calls, and can switch it off.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mmx.errors import MmxError
-from mmx.model.backends.base import Backend, register_backend
+from mmx.model.backends.base import Backend, PrefillLog, register_backend
 from mmx.model.backends.common import check_options, cut_at_stop, dtype_name, resolve_device, resolve_dtype
 from mmx.model.config import PRESETS, WEIGHTS_DIR, MiniMaxConfig
-from mmx.model.generate import DEFAULT_CHUNK, activation_bytes, auto_chunk
-from mmx.model.memory import free_memory
+from mmx.model.generate import DEFAULT_CHUNK, GenerateStats, activation_bytes, auto_chunk
+from mmx.model.memory import free_memory, is_out_of_memory, release_memory
+from mmx.model.prefix import PrefixWalker, branch_points
 from mmx.model.tokenizer import ByteTokenizer, JsonTokenizer
 
 # --batch-size auto: share of the free memory a batch may plan to use, and the most rows worth batching on each device.
@@ -50,6 +58,14 @@ def checkpoint_tokenizer(config: MiniMaxConfig, directory: Path | None) -> Any:
             "add the model's tokenizer.json to the checkpoint directory, or use a byte-vocabulary preset",
         )
     return JsonTokenizer(path)
+
+
+@dataclass
+class _Scope:
+    """An open `prefill_scope`: the walker its prompts go through (None: each prompt alone) and the log it yields."""
+
+    walker: PrefixWalker | None
+    log: PrefillLog
 
 
 class NativeBackend(Backend):
@@ -84,27 +100,69 @@ class NativeBackend(Backend):
         bos, eos = self.config.bos_token_id, self.config.eos_token_id
         self.prefix_ids = [bos] if bos is not None else []
         self.stop_ids = (eos,) if eos is not None else ()
+        self._scope: _Scope | None = None
+
+    @contextmanager
+    def prefill_scope(self, prompts: list[str], reuse: bool = True) -> Iterator[PrefillLog]:
+        """Inside, `generate` calls over `prompts` share one walker (with `reuse`; else every prompt is prefilled
+        alone), which keeps the lightning states where the prompts part until the scope closes."""
+        walker = None
+        if reuse:
+            walker = PrefixWalker(self.model, self.prefill_chunk, branch_points([self.prompt_ids(p) for p in prompts]))
+        self._scope = _Scope(walker, PrefillLog())
+        try:
+            yield self._scope.log
+        finally:
+            self._scope = None
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], max_new_tokens: int, stop: list[str] | None = None) -> list[str]:
         """Greedy continuations of `prompts`, cut before the first stop string (or EOS)."""
-        from mmx.model.generate import generate
-
         stops = [s for s in (stop or []) if s]
         ids = [self.prompt_ids(p) for p in prompts]
         step = self.batch_size or max(1, len(ids))
+        stop_sequences = [self.tokenizer.encode(s) for s in stops]
+        log = PrefillLog(prefill_s=0.0)
         outputs = []
         for start in range(0, len(ids), step):
-            outputs += generate(
-                self.model,
-                ids[start : start + step],
-                max_new_tokens,
-                stop_ids=self.stop_ids,
-                stop_sequences=[self.tokenizer.encode(s) for s in stops],
-                chunk_size=self.prefill_chunk,
-            )
+            outputs += self._generate_batch(ids[start : start + step], max_new_tokens, stop_sequences, log)
+        if self._scope is not None:
+            self._scope.log.prefilled, self._scope.log.read = log.prefilled, log.read
+            self._scope.log.prefill_s = log.prefill_s
         texts = [self.tokenizer.decode(out) for out in outputs]
         return [cut_at_stop(text, stops) for text in texts]
+
+    def _walker_for(self, ids: list[list[int]]) -> PrefixWalker | None:
+        """The scope's walker; outside a scope, one for this batch when its prompts share enough to be worth it."""
+        if self._scope is not None:
+            return self._scope.walker
+        points = branch_points(ids) if len(ids) > 1 else []
+        return PrefixWalker(self.model, self.prefill_chunk, points) if points else None
+
+    def _generate_batch(
+        self, ids: list[list[int]], max_new_tokens: int, stop_sequences: list[list[int]], log: PrefillLog
+    ) -> list[list[int]]:
+        """One `mmx.model.generate.generate` call. Prefix reuse holds more memory than prefilling each prompt alone
+        (the walker's row and its state copies): if it runs out of memory, the scope goes on without it."""
+        from mmx.model.generate import generate
+
+        walker = self._walker_for(ids)
+        stats = GenerateStats()
+        run = dict(stop_ids=self.stop_ids, stop_sequences=stop_sequences, chunk_size=self.prefill_chunk, stats=stats)
+        try:
+            outputs = generate(self.model, ids, max_new_tokens, walker=walker, **run)
+        except Exception as err:
+            if walker is None or not is_out_of_memory(err):
+                raise
+            walker = None
+            if self._scope is not None:
+                self._scope.walker = None
+            release_memory()
+            outputs = generate(self.model, ids, max_new_tokens, **run)
+        log.prefilled += stats.prefilled
+        log.read += stats.read
+        log.prefill_s = (log.prefill_s or 0.0) + stats.prefill_s
+        return outputs
 
     def loglikelihood_tokens(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         """For each (context ids, continuation ids): log P(continuation | context) and whether greedy decoding yields
@@ -138,9 +196,12 @@ class NativeBackend(Backend):
     def auto_batch_size(self, length: int, max_new_tokens: int) -> int:
         """How many prompts of `length` tokens to decode together in the device's free memory (at least 1; the
         runner halves the batch on an out-of-memory anyway). While a row is prefilled, its own single-row cache
-        exists beside the batch cache, hence one row more than the batch."""
+        (or a prefill scope's walker, with its state copies) exists beside the batch cache, hence one row more than the
+        batch."""
         device = self.model.device
         budget = free_memory(device) * _MEMORY_SHARE[device.type] - self.prefill_bytes(length)
+        if self._scope is not None and self._scope.walker is not None:  # its row is the one counted below
+            budget -= self._scope.walker.snapshot_bytes()
         fits = int(budget // self.row_bytes(length + max_new_tokens)) - 1
         return max(1, min(_MAX_BATCH[device.type], fits))
 

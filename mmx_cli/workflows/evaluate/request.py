@@ -44,6 +44,7 @@ class EvalRequest:
     answer_prefix: bool
     out: Path
     command: list[str]
+    prefix_reuse: bool = True  # speed only (predictions equal up to rounding): neither pinned nor in `command`
 
 
 def parse_batch_size(text: str | int | None) -> int | None:
@@ -85,9 +86,12 @@ def build_request(
     seed: int = 0,
     batch_size: str | int | None = "auto",
     no_answer_prefix: bool = False,
+    no_prefix_reuse: bool = False,
     **backend: Any,
 ) -> EvalRequest:
-    """Check the options every eval shares and pin down everything a rerun must repeat (lengths, --out)."""
+    """Check the options every eval shares and pin down everything a rerun must repeat (lengths, --out).
+
+    `no_prefix_reuse` prefills every prompt alone: a speed switch, so it is not part of the pinned command."""
     from mmx.model.backends.common import backend_options  # torch: only once a command runs
 
     unknown = sorted(set(backend) - set(BACKEND_FLAGS))
@@ -129,4 +133,5 @@ def build_request(
         answer_prefix=not no_answer_prefix,
         out=where,
         command=argv,
+        prefix_reuse=not no_prefix_reuse,
     )

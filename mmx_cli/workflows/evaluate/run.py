@@ -42,6 +42,7 @@ def run_eval(
         request.seed,
         request.answer_prefix,
         request.batch_size,
+        request.prefix_reuse,
     )
     described = backend.describe()
     store = RunStore(request.out, on_corrupt=lambda m: progress.note(f"{m} (its sample will run again)"))
