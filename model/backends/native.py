@@ -83,7 +83,7 @@ class NativeBackend(Backend):
         max_context: int | None = None,
         batch_size: int | None = None,
     ) -> None:
-        self.model = model.eval()
+        self.model = model.eval().pack_experts()  # MoE routing without host syncs
         self.config: MiniMaxConfig = model.config
         self.tokenizer = tokenizer
         self.max_context = int(max_context or self.config.max_position_embeddings)

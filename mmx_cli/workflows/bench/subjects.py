@@ -157,7 +157,7 @@ def build_native(config: MiniMaxConfig, device: torch.device, dtype: torch.dtype
         model = MiniMaxForCausalLM(config)
     model = model.to(dtype=dtype).to_empty(device=device)
     init_random(model, config.initializer_range, seed)
-    return model.eval()
+    return model.eval().pack_experts()  # as the native backend runs it: MoE routing without host syncs
 
 
 def build_transformers(config: MiniMaxConfig, device: torch.device, dtype: torch.dtype, seed: int) -> Any:
