@@ -23,33 +23,62 @@ from .modeling import MiniMaxForCausalLM
 if TYPE_CHECKING:
     from .prefix import PrefixWalker
 
-DEFAULT_CHUNK = 4096  # tokens per prefill step: large enough to keep a GPU busy, small enough to bound activations
-MAX_CHUNK = 65536  # `auto_chunk` picks a power of two from DEFAULT_CHUNK up to this
-ACTIVATION_BUDGET = 2 * 2**30  # bytes of live activations an automatic prefill chunk may plan for
+DEFAULT_CHUNK = 4096  # tokens per prefill step on a CPU (faster there than long chunks), and the shortest on a GPU
+MAX_CHUNK = 65536  # `measured_chunk` picks a power of two from DEFAULT_CHUNK up to this
+ACTIVATION_SHARE = 0.25  # of the device memory free beside the model, for one prefill chunk's activations
+PROBE_TOKENS = 2048  # tokens of the probe chunk `activations_per_token` measures
 # Hidden-width vectors alive per token during a layer: residual, norms, q/k/v/gate/out projections, attention output;
-# a deliberate over-estimate, since an out-of-memory costs more than a smaller chunk.
+# a deliberate over-estimate, used where nothing was measured (a CPU).
 ACTIVATION_VECTORS = 24
 
 
 def activation_bytes(config: MiniMaxConfig, elem_bytes: int) -> int:
-    """Live activations per token of a prefill chunk: the hidden-width vectors and three expert-width vectors per
-    routed expert (logits are kept for the last position only)."""
+    """Estimated live activations per token of a prefill chunk: the hidden-width vectors and three expert-width
+    vectors per routed expert (logits are kept for the last position only)."""
     width = max(config.hidden_size, config.num_attention_heads * config.head_dim)
     return (ACTIVATION_VECTORS * width + 3 * config.num_experts_per_tok * config.intermediate_size) * elem_bytes
 
 
-def auto_chunk(config: MiniMaxConfig, elem_bytes: int) -> int:
-    """The largest power of two in [DEFAULT_CHUNK, MAX_CHUNK] tokens whose activations fit ACTIVATION_BUDGET.
-
-    Small models take long chunks, which amortise the fixed launch cost of every layer and expert per chunk (a
-    `small` ×8 prefill of 256k on an H200: 0.68 s in 16k chunks, 0.54 s in 64k); wide ones keep short chunks, so a
-    25B-parameter slice prefills 1M tokens with about a gigabyte of activations beside its weights.
-    """
-    per_token = activation_bytes(config, elem_bytes)
+def chunk_for(per_token: float, budget: float) -> int:
+    """The largest power of two in [DEFAULT_CHUNK, MAX_CHUNK] tokens whose activations (`per_token` bytes each) fit
+    `budget` bytes."""
     chunk = DEFAULT_CHUNK
-    while chunk * 2 <= MAX_CHUNK and chunk * 2 * per_token <= ACTIVATION_BUDGET:
+    while chunk * 2 <= MAX_CHUNK and chunk * 2 * per_token <= budget:
         chunk *= 2
     return chunk
+
+
+@torch.no_grad()
+def activations_per_token(model: MiniMaxForCausalLM, tokens: int = PROBE_TOKENS) -> int:
+    """Device bytes a prefill chunk allocates per token beyond what existed before it, measured on CUDA: a probe chunk
+    of `tokens` random ids behind a cache already holding as many (the path every chunk but the first takes)."""
+    device = model.device
+    generator = torch.Generator(device=device).manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (1, 2 * tokens), device=device, generator=generator)
+    cache = model.new_cache(1)
+    cache.reserve(2 * tokens)
+    model(ids[:, :tokens], cache=cache, logits_to_keep=1)
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    model(ids[:, tokens:], cache=cache, logits_to_keep=1)
+    torch.cuda.synchronize(device)
+    return max(1, (torch.cuda.max_memory_allocated(device) - before) // tokens)
+
+
+def measured_chunk(model: MiniMaxForCausalLM) -> tuple[int, int]:
+    """(prefill chunk, activation bytes per token) for `model` where it is. On CUDA the activations are measured
+    (`activations_per_token`) and the chunk is the longest whose activations fit ACTIVATION_SHARE of the memory free
+    beside the model: long chunks amortise each layer's and each expert's fixed launch cost (a `small` ×8 prefill of
+    256k on an H200: 0.68 s in 16k chunks, 0.54 s in 64k). Elsewhere: DEFAULT_CHUNK and the estimate
+    (`activation_bytes`); a CPU prefills faster in short chunks (mmx-mini, a 32k prompt: 5.3 s in 4k chunks, 7.3 s
+    in 64k)."""
+    device = model.device
+    if device.type != "cuda":
+        return DEFAULT_CHUNK, activation_bytes(model.config, torch.finfo(model.dtype).bits // 8)
+    per_token = activations_per_token(model)
+    free = torch.cuda.mem_get_info(device)[0]
+    return chunk_for(per_token, ACTIVATION_SHARE * free), per_token
 
 
 @torch.no_grad()

@@ -108,11 +108,11 @@ class PrefixWalker:
         shared = min(common_prefix(self.ids, prompt, self.known), n - 1)
         start = self._go_back(shared if shared >= self.min_shared else 0)
         self.ids, self.known = prompt, start
+        rest = torch.tensor([list(prompt[start:])], device=self.model.device)  # one host-to-device copy per prompt
         logits = None
         for stop in [b for b in self.branch_points if start < b < n] + [n]:
             self.at_end = False  # an interrupted prefill (out of memory) leaves the cache past `known`
-            piece = torch.tensor([list(prompt[self.known : stop])], device=self.model.device)
-            logits = prefill(self.model, piece, self.cache, self.chunk_size)
+            logits = prefill(self.model, rest[:, self.known - start : stop - start], self.cache, self.chunk_size)
             self.known, self.at_end = stop, True
             if stop < n:
                 self.snapshots[stop] = self.cache.snapshot()

@@ -25,7 +25,7 @@ from mmx.errors import MmxError
 from mmx.model.backends.base import Backend, PrefillLog, register_backend
 from mmx.model.backends.common import check_options, cut_at_stop, dtype_name, resolve_device, resolve_dtype
 from mmx.model.config import PRESETS, WEIGHTS_DIR, MiniMaxConfig
-from mmx.model.generate import DEFAULT_CHUNK, GenerateStats, activation_bytes, auto_chunk
+from mmx.model.generate import GenerateStats, measured_chunk
 from mmx.model.memory import free_memory, is_out_of_memory, release_memory
 from mmx.model.prefix import PrefixWalker, branch_points
 from mmx.model.tokenizer import ByteTokenizer, JsonTokenizer
@@ -91,12 +91,9 @@ class NativeBackend(Backend):
         self.spec = spec
         self.name = name
         self.info = info
-        # On a GPU, prompts stream through the cache in chunks as long as the activation budget allows, which
-        # amortises each layer's launches; a CPU is faster in short ones (mmx-mini, a 32k prompt: 5.3 s in 4k chunks,
-        # 7.3 s in 64k).
-        elem = torch.finfo(self.model.dtype).bits // 8
-        on_gpu = self.model.device.type == "cuda"
-        self.prefill_chunk = auto_chunk(self.config, elem) if on_gpu else DEFAULT_CHUNK
+        # Prompts stream through the cache in chunks; on a GPU as long as the activations, measured once here, fit a
+        # share of the free memory (fewer, larger launches per prompt), on a CPU short ones (faster there).
+        self.prefill_chunk, self.activation_bytes = measured_chunk(self.model)
         bos, eos = self.config.bos_token_id, self.config.eos_token_id
         self.prefix_ids = [bos] if bos is not None else []
         self.stop_ids = (eos,) if eos is not None else ()
@@ -191,7 +188,7 @@ class NativeBackend(Backend):
         """Activations of one prefill chunk (`generate` prefills one prompt at a time, so this is paid once)."""
         elem = torch.finfo(self.model.dtype).bits // 8
         # plus a row of logits per token: a log-likelihood pass keeps them for the scored positions
-        return min(tokens, self.prefill_chunk) * (activation_bytes(self.config, elem) + self.config.vocab_size * elem)
+        return min(tokens, self.prefill_chunk) * (self.activation_bytes + self.config.vocab_size * elem)
 
     def auto_batch_size(self, length: int, max_new_tokens: int) -> int:
         """How many prompts of `length` tokens to decode together in the device's free memory (at least 1; the

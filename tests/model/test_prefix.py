@@ -70,10 +70,10 @@ def test_prefill_cuts_chunks_at_multiples_of_the_chunk_size() -> None:
 
 def test_walked_prompts_generate_what_separate_prefills_generate(model: MiniMaxForCausalLM) -> None:
     prompts = _needles([100, 350, 350, 600, 20, 699])
-    alone = generate(model, prompts, 12, chunk_size=64)
+    alone = generate(model, prompts, 8, chunk_size=128)
     stats = GenerateStats()
-    walker = PrefixWalker(model, 64, branch_points(prompts, min_shared=8))
-    assert generate(model, prompts, 12, chunk_size=64, walker=walker, stats=stats) == alone
+    walker = PrefixWalker(model, 128, branch_points(prompts, min_shared=8))
+    assert generate(model, prompts, 8, chunk_size=128, walker=walker, stats=stats) == alone
     assert [r + p for r, p in zip(stats.read, stats.prefilled, strict=True)] == [len(p) for p in prompts]
     # the haystack up to the deepest needle once, then each prompt's own rest
     depths = [100, 350, 350, 600, 20, 699]

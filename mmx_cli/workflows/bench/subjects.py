@@ -22,7 +22,7 @@ from mmx.model.backends.common import dtype_name
 from mmx.model.backends.native import parse_random_spec
 from mmx.model.chunk_attention import DEFAULT_PREFILL_PATH, prefill_path
 from mmx.model.config import LIGHTNING, SOFTMAX, MiniMaxConfig
-from mmx.model.generate import auto_chunk
+from mmx.model.generate import measured_chunk
 
 ARCHS = ("hybrid", "softmax", "lightning")
 HF_BLOCK_SIZE = 256  # transformers' lightning attention block (its config default, MiniMax-Text-01's value)
@@ -189,14 +189,14 @@ class NativeRunner:
     `prefill_attention` is the softmax-attention path of every chunk after the first (`mmx.model.chunk_attention`).
     """
 
-    def __init__(self, model: Any, chunk_size: int, prefill_attention: str = DEFAULT_PREFILL_PATH) -> None:
+    def __init__(self, model: Any, chunk_size: int | None, prefill_attention: str = DEFAULT_PREFILL_PATH) -> None:
         from mmx.kernels.dispatch import auto_impl
 
         self.model = model
-        self.chunk_size = chunk_size
+        self.chunk_size = chunk_size or measured_chunk(model)[0]  # None: as the native backend sizes it
         self.prefill_attention = prefill_attention
         self.details = {
-            "chunk_size": chunk_size,
+            "chunk_size": self.chunk_size,
             "lightning": auto_impl(model.device),
             "prefill_attention": prefill_attention,
         }
@@ -275,11 +275,12 @@ class Placement:
 
     device: torch.device
     dtype: torch.dtype
-    chunk_size: int | None  # prefill chunk of our model; None sizes it per config (`auto_chunk`)
+    chunk_size: int | None  # prefill chunk of our model; None: measured once the model is loaded (`measured_chunk`)
 
-    def chunk_for(self, config: MiniMaxConfig) -> int:
-        """The prefill chunk our model of `config` runs with here."""
-        return self.chunk_size or auto_chunk(config, torch.finfo(self.dtype).bits // 8)
+    @property
+    def chunk_text(self) -> int | str:
+        """The chunk as run.json records it before any model is loaded (records carry the measured one)."""
+        return self.chunk_size or "auto"
 
     @property
     def dtype_name(self) -> str:
@@ -287,7 +288,7 @@ class Placement:
 
 
 def _native_build(config: MiniMaxConfig, place: Placement, seed: int, path: str) -> Callable[[], Runner]:
-    return lambda: NativeRunner(build_native(config, place.device, place.dtype, seed), place.chunk_for(config), path)
+    return lambda: NativeRunner(build_native(config, place.device, place.dtype, seed), place.chunk_size, path)
 
 
 def _transformers_build(config: MiniMaxConfig, place: Placement, seed: int) -> Callable[[], Runner]:
@@ -329,7 +330,7 @@ def random_subjects(
             "device": str(place.device),
             "init": "normal(0, initializer_range) drawn on the device from the seed",
         }
-        ours = {"name": f"{family} {arch} (mmx)", "backend": "native", "chunk_size": place.chunk_for(config)}
+        ours = {"name": f"{family} {arch} (mmx)", "backend": "native", "chunk_size": place.chunk_text}
         impls = [
             (
                 _path_label(f"mmx {arch}", path, paths),
@@ -372,7 +373,7 @@ def backend_subjects(spec: str, place: Placement, paths: list[str]) -> list[Subj
     name = str(info.get("name") or spec)
     config = getattr(model, "config", None)
     if isinstance(config, MiniMaxConfig):
-        chunk = place.chunk_for(config)
+        chunk = place.chunk_size or backend.prefill_chunk
         runners: list[tuple[str, dict[str, Any], Runner]] = [
             (
                 _path_label(name, path, paths),
