@@ -94,6 +94,16 @@ class ModelCache:
                 values[b, start : start + T] = v[b]
         return keys[:, :total], values[:, :total]
 
+    def write_kv_at(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store one token's k, v [B, 1, KV, D] at each row's position ([B] on the device, so the write needs no
+        host-side length); return the whole buffers [B, capacity, KV, D] (a fixed-shape decode step masks them)."""
+        rows = torch.arange(k.shape[0], device=k.device)
+        self.keys[layer][rows, positions] = k[:, 0]
+        self.values[layer][rows, positions] = v[:, 0]
+        return self.keys[layer], self.values[layer]
+
     def advance(self, steps: int) -> None:
         """Count `steps` more tokens in every row (called once per forward, after all layers stored theirs)."""
         self.lengths = [n + steps for n in self.lengths]

@@ -214,6 +214,48 @@ def generate(
     return outputs
 
 
+class FixedDecoder:
+    """Greedy decode steps of one fixed shape (`MiniMaxForCausalLM.decode_fixed`), on CUDA replayed from a graph.
+
+    A decode step of a small model is hundreds of short kernels, and launching them one by one from Python takes
+    far longer than running them. The first step runs as such (it also warms up every kernel); it is then captured
+    once as a CUDA graph, and every later step is a single replay. Should capturing fail (an operation a graph cannot
+    hold), the steps go on without one. Needs the cache's capacity for every step it will take.
+    """
+
+    def __init__(self, model: MiniMaxForCausalLM, cache: ModelCache, graphs: bool = True) -> None:
+        self.model, self.cache = model, cache
+        self.positions = torch.tensor(cache.lengths, device=model.device)  # [B]
+        self.tokens: torch.Tensor | None = None
+        self.out: torch.Tensor | None = None
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.capture = graphs and model.device.type == "cuda"
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The next tokens [B] after `tokens` [B]."""
+        if self.graph is not None:
+            self.tokens.copy_(tokens)  # type: ignore[union-attr]
+            self.graph.replay()
+            next_tokens = self.out
+        else:
+            self.tokens = tokens.clone()
+            next_tokens = self.model.decode_fixed(self.tokens, self.cache, self.positions)
+            if self.capture:
+                self._capture()
+        self.cache.advance(1)
+        return next_tokens  # type: ignore[return-value]
+
+    def _capture(self) -> None:
+        self.capture = False
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self.out = self.model.decode_fixed(self.tokens, self.cache, self.positions)  # recorded, not run
+        except Exception:  # noqa: BLE001 - any capture failure: the steps stay eager, and capturing ran none of them
+            return
+        self.graph = graph
+
+
 def _decode(
     model: MiniMaxForCausalLM,
     cache: ModelCache,
@@ -223,10 +265,14 @@ def _decode(
     stops: set[int],
     stop_sequences: Sequence[Sequence[int]],
 ) -> list[list[int]]:
-    """Greedy steps from the first tokens `next_tokens` [B] until every row stopped or has `max_new_tokens`."""
+    """Greedy steps from the first tokens `next_tokens` [B] until every row stopped or has `max_new_tokens`. On CUDA
+    the steps replay a graph (`FixedDecoder`) when there are a few to take; elsewhere each is a plain forward."""
+    room = not cache.keys or cache.capacity >= max(cache.lengths) + max_new_tokens
+    graphed = model.device.type == "cuda" and max_new_tokens > 2 and room
+    step = FixedDecoder(model, cache) if graphed else lambda tokens: decode_step(model, tokens, cache).argmax(dim=-1)
     outputs: list[list[int]] = [[] for _ in range(rows)]
     done = [False] * rows
-    for step in range(max_new_tokens):
+    for taken in range(max_new_tokens):
         for row, token in enumerate(next_tokens.tolist()):
             if done[row]:
                 continue
@@ -235,9 +281,9 @@ def _decode(
             if cut is not None:
                 del outputs[row][cut:]
                 done[row] = True
-        if all(done) or step == max_new_tokens - 1:
+        if all(done) or taken == max_new_tokens - 1:
             break
-        next_tokens = decode_step(model, next_tokens, cache).argmax(dim=-1)
+        next_tokens = step(next_tokens)
     return outputs
 
 

@@ -87,6 +87,7 @@ class ForwardContext:
     cu_seqlens: torch.Tensor | None
     attn_mask: torch.Tensor | None
     is_causal: bool
+    positions: torch.Tensor | None = None  # [B] on the device: a fixed-shape decode step (`decode_fixed`)
 
 
 class LightningAttention(nn.Module):
@@ -151,7 +152,9 @@ class SoftmaxAttention(nn.Module):
                 dim=1,
             )
         else:
-            if ctx.cache is not None:
+            if ctx.positions is not None:  # written at each row's position; every buffered key, the later masked
+                k, v = ctx.cache.write_kv_at(self.layer, k, v, ctx.positions)  # [B, capacity, KV, D]
+            elif ctx.cache is not None:
                 k, v = ctx.cache.append_kv(self.layer, k, v)  # [B, S, KV, D]
             o = _sdpa(q, k, v, ctx.attn_mask, ctx.is_causal)
         return self.o_proj(o.reshape(B, T, self.num_heads * self.head_dim))
@@ -398,6 +401,25 @@ class MiniMaxForCausalLM(nn.Module):
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         return self.lm_head(self.model.norm(x))
+
+    @torch.no_grad()
+    def decode_fixed(self, tokens: torch.Tensor, cache: ModelCache, positions: torch.Tensor) -> torch.Tensor:
+        """One greedy decode step whose shapes and memory addresses are the same at every step, so a CUDA graph can
+        replay it: tokens [B] at `positions` [B] (a device tensor, advanced in place), K/V written there, softmax
+        attention over the cache's whole capacity with the keys past each row's position masked. Returns the next
+        tokens [B]; `cache.lengths` (host side) is the caller's to advance."""
+        B = tokens.shape[0]
+        device = tokens.device
+        angles = positions[:, None, None].float() * self.inv_freq.on(device)  # [B, 1, rotary_dim / 2]
+        cos, sin = angles.cos()[:, :, None], angles.sin()[:, :, None]  # [B, 1, 1, rotary_dim / 2]
+        keys = torch.arange(cache.capacity, device=device)
+        mask = (keys[None, :] <= positions[:, None])[:, None]  # [B, 1, capacity]: each row's keys so far and its own
+        ctx = ForwardContext(cos, sin, cache, None, mask, False, positions)
+        x = self.model.embed_tokens(tokens.view(B, 1))  # [B, 1, h]
+        for layer in self.model.layers:
+            x = layer(x, ctx)
+        positions += 1
+        return self.lm_head(self.model.norm(x))[:, -1].argmax(dim=-1)
 
     def _context(
         self, T: int, device: torch.device, cache: ModelCache | None, cu_seqlens: torch.Tensor | None

@@ -184,7 +184,8 @@ def parameter_count(config: MiniMaxConfig) -> int:
 
 
 class NativeRunner:
-    """Our model: chunked prefill into a ModelCache (activations bounded by one chunk), batched decode.
+    """Our model: chunked prefill into a ModelCache (activations bounded by one chunk), batched decode in fixed-shape
+    steps (`FixedDecoder`: on CUDA the first step is captured as a graph and the others replay it).
 
     `prefill_attention` is the softmax-attention path of every chunk after the first (`mmx.model.chunk_attention`).
     """
@@ -199,6 +200,7 @@ class NativeRunner:
             "chunk_size": self.chunk_size,
             "lightning": auto_impl(model.device),
             "prefill_attention": prefill_attention,
+            "decode": "cuda graph" if model.device.type == "cuda" else "eager",
         }
 
     @torch.inference_mode()
@@ -212,17 +214,17 @@ class NativeRunner:
 
     @torch.inference_mode()
     def expand(self, cache: Any, batch_size: int, extra_tokens: int) -> Any:
+        from mmx.model.generate import FixedDecoder
+
         rows = self.model.new_cache(batch_size)
         rows.reserve(cache.lengths[0] + extra_tokens)
         for row in range(batch_size):
             rows.load_row(row, cache)
-        return rows
+        return FixedDecoder(self.model, rows)  # as `generate` decodes: replayed from a CUDA graph on a GPU
 
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor, cache: Any) -> torch.Tensor:
-        from mmx.model.generate import decode_step
-
-        return decode_step(self.model, tokens, cache).argmax(dim=-1)
+        return cache(tokens)
 
 
 class TransformersRunner:
