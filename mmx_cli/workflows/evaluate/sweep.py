@@ -81,11 +81,11 @@ class Timing:
         """Count one `generate` call over prompts of `tokens` tokens in all, with its backend's prefill log."""
         self.generate_s += elapsed
         self.prompt_tokens += tokens
-        if log is None or log.prefill_s is None:
-            return
-        self.prefill_s = (self.prefill_s or 0.0) + log.prefill_s
-        self.prefilled_tokens = (self.prefilled_tokens or 0) + sum(log.prefilled)
-        self.read_tokens = (self.read_tokens or 0) + sum(log.read)
+        if log is not None and log.prefill_s is not None:
+            self.prefill_s = (self.prefill_s or 0.0) + log.prefill_s
+        if log is not None and log.prefilled:
+            self.prefilled_tokens = (self.prefilled_tokens or 0) + sum(log.prefilled)
+            self.read_tokens = (self.read_tokens or 0) + sum(log.read)
 
 
 @dataclass
