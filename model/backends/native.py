@@ -146,11 +146,13 @@ class NativeBackend(Backend):
         walker = self._walker_for(ids)
         stats = GenerateStats()
         run = dict(stop_ids=self.stop_ids, stop_sequences=stop_sequences, chunk_size=self.prefill_chunk, stats=stats)
+        outputs = None
         try:
             outputs = generate(self.model, ids, max_new_tokens, walker=walker, **run)
         except Exception as err:
             if walker is None or not is_out_of_memory(err):
                 raise
+        if outputs is None:  # out of memory with the walker; released outside the handler, whose frames held it
             walker = None
             if self._scope is not None:
                 self._scope.walker = None
