@@ -8,10 +8,10 @@
 #   segments     lightning forward at every segment length vs the inference plan's pick, 4k–256k, H=8/64  ≈ 1.5 min
 #   kernels      mmx bench kernels --ops prefill, ours vs fla, H=8 and 64: 4k–64k, then 256k, 1m, 4m   ≈ 5 min
 #                (fla's autotuning configs compile in parallel first: benchmarks.kernels.precompile)
-#   sweep-base   mmx eval ruler on mmx-mini, 13 tasks × 4k…128k × 20 samples, at the starting commit
-#                7b9bffe (git archive of it, its own device_env)                                              ≈ 5–6 min
-#   sweep-on     the same sweep at this checkout, prefix reuse on (the default)                            ≈ 2–4 min
-#   sweep-off    the same with --no-prefix-reuse                                                           ≈ 3–4 min
+#   sweep-base   mmx eval ruler on mmx-mini, 13 tasks × 4k…128k × 20 samples, at the commit the speed work
+#                started from (BASE_COMMIT, default 7b9bffe; git archive of it, its own device_env)           ≈ 3–6 min
+#   sweep-on     the same sweep at this checkout, prefix reuse on (the default)                            ≈ 2–3 min
+#   sweep-off    the same with --no-prefix-reuse                                                           ≈ 2–4 min
 #   eval4m       one 4M niah_single_1 sample in mmx eval, and mmx bench throughput's 4M prefill             ≈ 2.5 min
 #   overhead     benchmarks.eval_overhead: the eval's time in forward passes, 13 tasks × 1 sample, 4k–32k  ≈ 1 min
 #   arch         `small` ×8 layers, hybrid vs all-softmax prefill at 1M, chunk auto (measured)             ≈ 1.5 min
@@ -19,14 +19,20 @@
 #                H200; on an H100 only ours completes)                                                     ≈ 2 min
 #   compare      python3 -m benchmarks.speed compare over everything so far: $OUT/summary.json             seconds
 #
-# Three calls of ≤ 9 minutes (BUDGET_S=540 each) cover it:
-#   source benchmarks/gpu_env.sh; BUDGET_S=540 bash benchmarks/speed_batch.sh sweep-base tests segments compare
-#   source benchmarks/gpu_env.sh; BUDGET_S=540 bash benchmarks/speed_batch.sh sweep-on sweep-off eval4m compare
-#   source benchmarks/gpu_env.sh; BUDGET_S=540 bash benchmarks/speed_batch.sh kernels arch overhead compare
-# and `slice` on an H200 (needs_h200). Each call writes under $OUT (default ./out): log.txt, runs.tgz (every run
+# Three calls of ≤ 9 minutes (BUDGET_S=540 each) cover it; the baseline and the new sweep share a call, so their wall
+# times come from one card:
+#   source benchmarks/gpu_env.sh; BUDGET_S=540 bash benchmarks/speed_batch.sh sweep-base sweep-on compare
+#   source benchmarks/gpu_env.sh; BUDGET_S=540 bash benchmarks/speed_batch.sh sweep-off eval4m tests compare
+#   source benchmarks/gpu_env.sh; BUDGET_S=540 bash benchmarks/speed_batch.sh kernels segments arch overhead compare
+# and `slice` on an H200 (needs_h200). SWEEP_ARGS replaces the sweep's arguments (a dry run on a CPU:
+# SWEEP_ARGS="--model random:tiny --lengths 1k --samples 3 --tasks vt --quiet"). Each call writes under $OUT (default ./out): log.txt, runs.tgz (every run
 # directory so far: unpack it into a folder and pass RESUME_DIR=that folder to continue or to compare across calls),
 # timings.jsonl (wall seconds per command), kernels-*.json, segments.json, overhead.json, tests.log, summary.json.
 set -uo pipefail
+if (($# == 0)); then
+  sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
+  exit 2
+fi
 OUT=${OUT:-./out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
