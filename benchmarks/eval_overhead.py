@@ -4,7 +4,8 @@ Runs a RULER sweep through `mmx.workflows.evaluate.sweep.run_sweep` exactly as `
 directory, samples appended and fsynced one by one, scoring, summary.csv after every cell) and splits its wall time
 into
 
-  forward   time inside `MiniMaxForCausalLM.forward` (forward hooks; CUDA synchronised at both ends)
+  forward   time inside `MiniMaxForCausalLM.forward` (forward hooks) and in the fixed-shape decode steps a GPU replays
+            from a CUDA graph (`FixedDecoder`), CUDA synchronised at both ends of each
   decode    the rest of `backend.generate`: tokenising, cache rows, argmax, stop checks
   build     `Task.samples`: haystacks, needles, exact-length fitting
   runner    everything else: token counts, scoring, appending records, summaries
@@ -62,6 +63,22 @@ class Clock:
         model.register_forward_pre_hook(before)
         model.register_forward_hook(after)
 
+    def time_decode_steps(self) -> None:
+        """Count the fixed-shape decode steps (graph replays on a GPU, which no forward hook sees) as forward time."""
+        from mmx.model.generate import FixedDecoder
+
+        step = FixedDecoder.__call__
+
+        def timed(decoder: FixedDecoder, tokens: torch.Tensor) -> torch.Tensor:
+            self.sync()
+            start = time.perf_counter()
+            out = step(decoder, tokens)
+            self.sync()
+            self.seconds["forward"] += time.perf_counter() - start
+            return out
+
+        FixedDecoder.__call__ = timed  # type: ignore[method-assign]
+
     def wrap(self, phase: str, fn: Any) -> Any:
         """`fn`, with its time added to `phase`."""
 
@@ -75,18 +92,20 @@ class Clock:
         return timed
 
 
-def measure(model: str, tasks: list[str], lengths: list[int], samples: int, batch_size: int | None) -> dict[str, Any]:
+def measure(model: str, tasks: list[str], lengths: list[int], samples: int, batch_size: int | None,
+            prefix_reuse: bool = True) -> dict[str, Any]:  # fmt: skip
     """Run the sweep once into a temporary directory and return the time split and overhead."""
     backend = load_backend(model)
     clock = Clock(backend.model.device)
     clock.hook(backend.model)
+    clock.time_decode_steps()
     backend.generate = clock.wrap("generate", backend.generate)
     chosen = {}
     for name in tasks:
         task = get_task(name)
         task.samples = clock.wrap("build", task.samples)
         chosen[task.name] = task
-    sweep = Sweep("ruler", chosen, lengths, samples, seed=0, batch_size=batch_size)
+    sweep = Sweep("ruler", chosen, lengths, samples, seed=0, batch_size=batch_size, prefix_reuse=prefix_reuse)
     described = backend.describe()
     with tempfile.TemporaryDirectory() as tmp:
         store = RunStore(tmp)
@@ -94,6 +113,7 @@ def measure(model: str, tasks: list[str], lengths: list[int], samples: int, batc
         start = time.perf_counter()
         result = run_sweep(backend, sweep, store)
         wall = time.perf_counter() - start
+    timing = result.timing
     s = clock.seconds
     split = {
         "forward": s["forward"],
@@ -105,6 +125,10 @@ def measure(model: str, tasks: list[str], lengths: list[int], samples: int, batc
         "wall_s": wall,
         "seconds": split,
         "overhead_pct": 100.0 * (1.0 - s["forward"] / wall),
+        "prefill_s": timing.prefill_s if timing else None,
+        "prefilled_tokens": timing.prefilled_tokens if timing else None,
+        "read_tokens": timing.read_tokens if timing else None,
+        "prefix_reuse": prefix_reuse,
         "samples": len(result.records),
         "skipped_lengths": result.skipped_lengths,
         "model": described["spec"],
@@ -120,11 +144,12 @@ def main() -> None:
     parser.add_argument("--lengths", default="4k,8k", help="comma-separated sizes (default: 4k,8k)")
     parser.add_argument("--samples", type=int, default=2, help="samples per task per length (default: 2)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: auto, as mmx eval")
+    parser.add_argument("--no-prefix-reuse", action="store_true", help="prefill every prompt alone")
     parser.add_argument("--json", action="store_true", help="print the measurement as JSON")
     args = parser.parse_args()
     tasks = SUITES["ruler"] if args.tasks == "all" else args.tasks.split(",")
     lengths = parse_sizes(args.lengths)
-    result = measure(args.model, tasks, lengths, args.samples, args.batch_size)
+    result = measure(args.model, tasks, lengths, args.samples, args.batch_size, not args.no_prefix_reuse)
     result.update(
         command=["python", "-m", "benchmarks.eval_overhead", *sys.argv[1:]],
         tasks=tasks,

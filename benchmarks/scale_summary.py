@@ -91,7 +91,7 @@ def full_model_plan(length: int) -> dict[str, Any]:
     import torch
 
     from mmx.model.config import MiniMaxConfig
-    from mmx.model.generate import auto_chunk
+    from mmx.model.generate import planned_chunk
     from mmx.model.parallel.plan import COMM_RESERVE, memory_plan
 
     config = MiniMaxConfig.from_name("minimax-text-01")
@@ -102,7 +102,7 @@ def full_model_plan(length: int) -> dict[str, Any]:
         tp=8,
         quantize="fp8",
         rows=1,  # one prompt prefilled, then decoded in place (mmx eval with one prompt per call)
-        chunk=auto_chunk(config, 2),
+        chunk=planned_chunk(config, 2, torch.device("cuda")),
         comm_reserve=COMM_RESERVE,
     )
     total = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None

@@ -5,6 +5,11 @@ local state is computed in parallel, a short sequential scan turns those into ev
 then every segment produces its outputs in parallel, walking its blocks of `chunk` rows with the state held on
 chip. Packed sequences (`cu_seqlens`) and batch rows are the same thing to the kernels: a list of sequences laid
 end to end along the flattened token axis, none of whose segments crosses a boundary.
+
+How long a segment is trades the three kernels against each other: short segments give many programs, but the scan
+is a chain with one step per segment, a microsecond and a half each whatever its size. For inference (no gradients)
+`forward_segment` picks the length with the least predicted time of the forward's three launches from per-block
+costs measured on an H200; training keeps `choose_segment`'s rule, with which the backward kernels were tuned.
 """
 
 from __future__ import annotations
@@ -182,6 +187,84 @@ def sm_count(device: torch.device) -> int:
     return 2
 
 
+# Forward costs measured on an H200 (bf16, head dim 128: the kernel notes' 1M–4M forward sweep and bench), which
+# `forward_segment` scales to other block shapes: microseconds per block of rows on one multiprocessor.
+OUTPUTS_BLOCK_US = 6.3  # factored outputs walk, 128-row blocks, one program per multiprocessor (229,376 B shared)
+LOCAL_BLOCK_US = 2.26  # local-state kernel, 64-row blocks, two programs per multiprocessor
+SCAN_STEP_US = 1.4  # one segment of the scan chain: a state tile loaded, stored and decayed (0.09 ms / 64 at 1M)
+LAUNCH_US = 5.0  # a kernel launch between two others on the device
+MIN_BLOCK_US = 0.5  # no block is faster than a few loads' latency
+FORWARD_MARGIN = 0.05  # a predicted gain smaller than this keeps the measured training plan
+SHARED_BYTES = 232_448  # shared memory a Hopper multiprocessor gives its programs
+
+
+@dataclass(frozen=True)
+class ForwardCosts:
+    """Per-block cost (µs) and programs per multiprocessor of the outputs and local-state kernels."""
+
+    outputs_us: float
+    outputs_per_sm: int
+    local_us: float
+    local_per_sm: int
+
+    @classmethod
+    def of(cls, head_dim: int, dtype: torch.dtype, config: KernelConfig) -> ForwardCosts:
+        """Scaled from the measured kernels by the products a block does and the shared memory it holds."""
+        rows, local_rows = config.fwd_chunk(head_dim, dtype), config.local_rows(head_dim, dtype)
+        elem = torch.finfo(dtype).bits // 8
+        # outputs block: Q K̃ᵀ and A V (rows² · D each), Q Gᵀ and the state update (rows · D² each)
+        work = (rows * rows * head_dim + rows * head_dim * head_dim) / (2 * 128**3)
+        shared = config.fwd_stages * 3 * rows * head_dim * elem + head_dim * head_dim * 4
+        local_work = local_rows * head_dim * head_dim / (64 * 128 * 128)
+        local_shared = config.local_pipeline(head_dim, dtype) * 2 * local_rows * head_dim * elem
+        return cls(
+            outputs_us=max(MIN_BLOCK_US, OUTPUTS_BLOCK_US * work),
+            outputs_per_sm=max(1, min(4, SHARED_BYTES // shared)),
+            local_us=max(MIN_BLOCK_US, LOCAL_BLOCK_US * local_work),
+            local_per_sm=max(1, min(4, SHARED_BYTES // local_shared)),
+        )
+
+
+def forward_time_us(lengths: tuple[int, ...], heads: int, segment: int, n_sm: int, costs: ForwardCosts,
+                    chunk: int, local_chunk: int, parts: int) -> float:  # fmt: skip
+    """Predicted time of the forward's kernels for sequences of `lengths` cut into `segment`-row segments: each
+    kernel takes as many rounds of programs as the multiprocessors hold, each round as long as one program's walk."""
+    segments = [-(-n // segment) for n in lengths if n]
+    programs = sum(segments) * heads * parts
+    outputs = -(-programs // (n_sm * costs.outputs_per_sm)) * -(-min(segment, max(lengths)) // chunk)
+    time = outputs * costs.outputs_us + LAUNCH_US
+    if max(segments, default=0) > 1:
+        local_programs = (sum(segments) - len(segments)) * heads * parts
+        local = -(-local_programs // (n_sm * costs.local_per_sm)) * (segment // local_chunk)
+        time += local * costs.local_us + max(segments) * SCAN_STEP_US + 2 * LAUNCH_US
+    return time
+
+
+def forward_segment(lengths: tuple[int, ...], heads: int, head_dim: int, dtype: torch.dtype, n_sm: int,
+                    config: KernelConfig) -> int:  # fmt: skip
+    """The segment length for a forward alone: the power-of-two multiple of the block rows (≤ max_segment, or one
+    segment for the longest sequence) with the least predicted time (`forward_time_us`), where it beats the training
+    rule (`choose_segment`, whose plans were measured) by more than FORWARD_MARGIN; that rule's length otherwise."""
+    chunk = config.fwd_chunk(head_dim, dtype)
+    tuned = choose_segment(sum(lengths), heads, chunk, n_sm, config)
+    if config.segment is not None:
+        return tuned
+    costs = ForwardCosts.of(head_dim, dtype, config)
+    parts = config.split(config.value_split, head_dim)
+    local_chunk = config.local_rows(head_dim, dtype)
+    predict = lambda seg: forward_time_us(lengths, heads, seg, n_sm, costs, chunk, local_chunk, parts)  # noqa: E731
+    longest = max(max(lengths, default=1), 1)
+    best, best_time = tuned, predict(tuned) * (1 - FORWARD_MARGIN)
+    segment = chunk
+    while True:
+        time = predict(segment)
+        if time < best_time:
+            best, best_time = segment, time
+        if segment >= longest or segment * 2 > max(config.max_segment, chunk):
+            return best
+        segment *= 2
+
+
 def choose_segment(total_rows: int, heads: int, chunk: int, n_sm: int, config: KernelConfig) -> int:
     """Longest power-of-two multiple of `chunk` (≤ max_segment) that still gives every multiprocessor work."""
     if config.segment is not None:
@@ -233,13 +316,25 @@ def plan_for(
     seq_lengths: list[int] | None,
     device: torch.device,
     config: KernelConfig,
+    *,
+    training: bool = True,
 ) -> SegmentPlan:
     """The plan for q of `shape` [B, T, H, D]: B rows of T tokens, or packed sequences of `seq_lengths` (B = 1).
+    `training=False` (no backward will use it) sizes segments for the forward alone (`forward_segment`).
 
     Plans are cached by shape: a model calls the kernels once per layer with the same lengths, and building one
     costs host time that the GPU would otherwise spend idle.
     """
     batch, seqlen, heads, head_dim = shape
     lengths = tuple(seq_lengths) if seq_lengths is not None else (seqlen,) * batch
-    segment = choose_segment(batch * seqlen, heads, config.fwd_chunk(head_dim, dtype), sm_count(device), config)
+    if training:
+        segment = choose_segment(batch * seqlen, heads, config.fwd_chunk(head_dim, dtype), sm_count(device), config)
+    else:
+        segment = _inference_segment(lengths, heads, head_dim, dtype, sm_count(device), config)
     return _cached_plan(lengths, segment, device)
+
+
+@functools.lru_cache(maxsize=256)
+def _inference_segment(lengths: tuple[int, ...], heads: int, head_dim: int, dtype: torch.dtype, n_sm: int,
+                       config: KernelConfig) -> int:  # fmt: skip
+    return forward_segment(lengths, heads, head_dim, dtype, n_sm, config)

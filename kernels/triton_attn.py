@@ -68,13 +68,17 @@ def lightning_attn_triton(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Validated [B, T ≥ 1, H, D] inputs → (o, final state or None); differentiable in q, k, v, initial_state.
 
-    `seq_lengths` (B = 1) are the lengths of the packed sequences, i.e. the differences of cu_seqlens.
+    `seq_lengths` (B = 1) are the lengths of the packed sequences, i.e. the differences of cu_seqlens. Without
+    gradients to compute, the kernels run directly under a plan sized for the forward alone.
     """
-    plan = plan_for(tuple(q.shape), q.dtype, seq_lengths, q.device, config)
+    training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, initial_state))
+    plan = plan_for(tuple(q.shape), q.dtype, seq_lengths, q.device, config, training=training)
     h0 = initial_state.float().contiguous() if initial_state is not None else None
-    return _LightningAttn.apply(
-        _flat_rows(q), _flat_rows(k), _flat_rows(v), slope.float().contiguous(), h0, plan, config, output_final_state
-    )
+    q, k, v, slope = _flat_rows(q), _flat_rows(k), _flat_rows(v), slope.float().contiguous()
+    if not training:
+        o, final, _ = triton_fwd.forward(q, k, v, slope, h0, plan, config, output_final_state)
+        return o, final
+    return _LightningAttn.apply(q, k, v, slope, h0, plan, config, output_final_state)
 
 
 def lightning_decode_triton(

@@ -18,6 +18,8 @@ decay is too steep, and fp16 inputs, take the masked form.
 
 from __future__ import annotations
 
+import functools
+import weakref
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -35,6 +37,7 @@ R = TypeVar("R")
 # underflows. Heads with steeper decays (s > 0.61 at 128-row blocks) take the exact masked walk.
 FACTOR_LIMIT = 40.0
 _FITTED: dict[tuple, KernelConfig] = {}  # (phase, head dims, dtype, device, asked config) -> config that fits
+_STEEP: dict[tuple[int, int, int], tuple[weakref.ref, bool]] = {}  # (slope pointer, version, rows) -> any steep head
 Launch = tuple[dict[str, object], dict[str, int]]  # a kernel's constexpr arguments and its launch options
 
 
@@ -291,6 +294,7 @@ def fitting(phase: str, launch: Callable[[KernelConfig], R], config: KernelConfi
         return result
 
 
+@functools.lru_cache(maxsize=256)
 def local_launch(config: KernelConfig, dtype: torch.dtype, heads: int, dim_k: int, dim_v: int) -> Launch:
     """Constexprs, warps and stages of the local-state kernel for inputs of `dtype` (also read by `kernels.ptxas`)."""
     n_v = config.split(config.value_split, dim_v)
@@ -301,16 +305,37 @@ def local_launch(config: KernelConfig, dtype: torch.dtype, heads: int, dim_k: in
     return meta, {"num_warps": config.warps(warps, dim_k * dim_v // n_v), "num_stages": stages}
 
 
-def output_walks(config: KernelConfig, dtype: torch.dtype) -> tuple[int, ...]:
+def output_walks(config: KernelConfig, dtype: torch.dtype, steep: bool = True) -> tuple[int, ...]:
     """The WALKs of the outputs kernel to launch: the factored form (not for fp16, whose range is too small) runs as
     two launches over the same grid, one for the heads within FACTOR_LIMIT and one that runs the rest masked, so
-    neither pays for the other's registers."""
-    return (1, 2) if config.fwd_form == "factored" and dtype != torch.float16 else (0,)
+    neither pays for the other's registers; the second only when some head is `steep`."""
+    if config.fwd_form == "factored" and dtype != torch.float16:
+        return (1, 2) if steep else (1,)
+    return (0,)
 
 
+def has_steep_heads(slope: torch.Tensor, rows: int) -> bool:
+    """Whether any head's decay is too steep for the factored walk at blocks of `rows`. Read from the device once per
+    slope tensor (a model's slopes live as long as the model); while a CUDA graph is being captured, where no read
+    may happen, every head counts as possibly steep."""
+    key = (slope.data_ptr(), slope._version, rows)
+    known = _STEEP.get(key)
+    if known is not None and known[0]() is slope:
+        return known[1]
+    if slope.is_cuda and torch.cuda.is_current_stream_capturing():
+        return True
+    steep = bool((slope.abs() * (rows // 2 + 1) > FACTOR_LIMIT).any())
+    if len(_STEEP) > 1024:  # slopes made per call (tests, benchmarks) must not pile up
+        _STEEP.clear()
+    _STEEP[key] = (weakref.ref(slope), steep)
+    return steep
+
+
+@functools.lru_cache(maxsize=256)
 def output_launch(config: KernelConfig, dtype: torch.dtype, heads: int, dim_k: int, dim_v: int, walk: int, start: int,
                   store_final: bool) -> Launch:  # fmt: skip
-    """Constexprs, warps and stages of the outputs kernel (also read by `kernels.ptxas`)."""
+    """Constexprs, warps and stages of the outputs kernel (also read by `kernels.ptxas`); cached, since a model asks
+    for the same few launches every layer."""
     n_v = config.split(config.value_split, dim_v)
     meta = dict(H=heads, K=dim_k, V=dim_v, BT=config.fwd_chunk(dim_k, dtype), BV=dim_v // n_v, N_V=n_v, START=start,
                 STORE_FINAL=store_final, STATE_BF16=dtype == torch.bfloat16, WALK=walk, FACTOR_LIMIT=FACTOR_LIMIT,
@@ -353,8 +378,9 @@ def outputs(
     V = v.shape[-1]
     o = torch.empty(B, T, H, V, dtype=q.dtype, device=q.device)
     start = 0 if h_start is None else (2 if per_segment else 1)
+    steep = has_steep_heads(slope, config.fwd_chunk(K, q.dtype))
     kernels = []
-    for walk in output_walks(config, q.dtype):
+    for walk in output_walks(config, q.dtype, steep):
         meta, options = output_launch(config, q.dtype, H, K, V, walk, start, final is not None)
         kernels.append(_output_kernel[(plan.n_segments * meta["N_V"], H)](
             q, k, v, o, slope, h_start if h_start is not None else o, final if final is not None else o,

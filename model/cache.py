@@ -3,6 +3,10 @@
 Rows may hold different numbers of tokens (batched decode of prompts of different lengths): each row keeps its own
 length, new K/V land at that row's offset, and softmax attention masks keys past a row's own position. Lightning layers
 carry no positions, so their [B, H, D, D] states need no masking at all.
+
+A cache can also go back to an earlier position (`rewind`): the K/V of a prefix are a prefix of the K/V, so only the
+lightning states need a copy taken at that position (`snapshot`), a fixed size however long the prefix. That is how
+prompts sharing a prefix prefill it once (`mmx.model.prefix`).
 """
 
 from __future__ import annotations
@@ -90,9 +94,34 @@ class ModelCache:
                 values[b, start : start + T] = v[b]
         return keys[:, :total], values[:, :total]
 
+    def write_kv_at(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store one token's k, v [B, 1, KV, D] at each row's position ([B] on the device, so the write needs no
+        host-side length); return the whole buffers [B, capacity, KV, D] (a fixed-shape decode step masks them)."""
+        rows = torch.arange(k.shape[0], device=k.device)
+        self.keys[layer][rows, positions] = k[:, 0]
+        self.values[layer][rows, positions] = v[:, 0]
+        return self.keys[layer], self.values[layer]
+
     def advance(self, steps: int) -> None:
         """Count `steps` more tokens in every row (called once per forward, after all layers stored theirs)."""
         self.lengths = [n + steps for n in self.lengths]
+
+    def snapshot(self) -> dict[int, torch.Tensor]:
+        """Copies of the lightning states now: with the current length, everything `rewind` needs to come back here."""
+        return {i: state.clone() for i, state in self.states.items()}
+
+    def rewind(self, length: int, states: dict[int, torch.Tensor] | None) -> None:
+        """Go back to `length` tokens in every row, with the lightning states a `snapshot` took there (None: the
+        empty cache, so `length` must be 0). K/V past `length` stay allocated and are overwritten by what follows."""
+        if states is None and length != 0:
+            raise ValueError(f"rewinding to {length} tokens needs the lightning states taken there")
+        if length > min(self.lengths):
+            raise ValueError(f"cannot rewind to {length} tokens: a row holds only {min(self.lengths)}")
+        for i, state in self.states.items():
+            self.states[i] = states[i].clone() if states is not None else torch.zeros_like(state)
+        self.lengths = [length] * self.batch_size
 
     def load_row(self, row: int, other: ModelCache) -> None:
         """Copy a one-row cache into `row` (generation prefills each prompt alone, then decodes them together)."""

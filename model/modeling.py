@@ -87,6 +87,7 @@ class ForwardContext:
     cu_seqlens: torch.Tensor | None
     attn_mask: torch.Tensor | None
     is_causal: bool
+    positions: torch.Tensor | None = None  # [B] on the device: a fixed-shape decode step (`decode_fixed`)
 
 
 class LightningAttention(nn.Module):
@@ -151,7 +152,9 @@ class SoftmaxAttention(nn.Module):
                 dim=1,
             )
         else:
-            if ctx.cache is not None:
+            if ctx.positions is not None:  # written at each row's position; every buffered key, the later masked
+                k, v = ctx.cache.write_kv_at(self.layer, k, v, ctx.positions)  # [B, capacity, KV, D]
+            elif ctx.cache is not None:
                 k, v = ctx.cache.append_kv(self.layer, k, v)  # [B, S, KV, D]
             o = _sdpa(q, k, v, ctx.attn_mask, ctx.is_causal)
         return self.o_proj(o.reshape(B, T, self.num_heads * self.head_dim))
@@ -195,7 +198,13 @@ class Expert(nn.Module):
 
 
 class SparseMoE(nn.Module):
-    """Top-k mixture of SwiGLU experts; the router runs in fp32 and the k chosen weights are renormalised to sum 1."""
+    """Top-k mixture of SwiGLU experts; the router runs in fp32 and the k chosen weights are renormalised to sum 1.
+
+    Two ways to run the experts, with equal results: `pack()` lays all experts' weights out as two stacked tensors
+    (each expert's w1/w3/w2 a view into them), and inference then runs every expert in two grouped matrix products
+    over token groups whose offsets stay on the device, so the host never waits for the routing. Unpacked, or when
+    gradients are needed, each expert runs on its own rows, which needs the per-expert counts on the host.
+    """
 
     def __init__(self, config: MiniMaxConfig) -> None:
         super().__init__()
@@ -204,6 +213,31 @@ class SparseMoE(nn.Module):
         self.experts = nn.ModuleList(
             Expert(config.hidden_size, config.intermediate_size) for _ in range(config.num_local_experts)
         )
+        self._packed: tuple[torch.Tensor, torch.Tensor] | None = None  # w13 [E, 2I, h], w2 [E, h, I]
+        self._packed_at: list[int] = []  # data pointers of every expert weight while they are views of _packed
+
+    def _expert_weights(self) -> list[torch.Tensor]:
+        return [w for e in self.experts for w in (e.w1.weight, e.w3.weight, e.w2.weight)]
+
+    @torch.no_grad()
+    def pack(self) -> None:
+        """Stack the expert weights (w1 and w3 side by side) and make each expert's weights views into the stacks.
+        Names, shapes, values and checkpoints do not change; the memory moves once. Meant for inference: gradients
+        take the per-expert path anyway."""
+        if self._packed is not None and self.is_packed():
+            return
+        w13 = torch.stack([torch.cat([e.w1.weight, e.w3.weight]) for e in self.experts])  # [E, 2I, h]
+        w2 = torch.stack([e.w2.weight for e in self.experts])  # [E, h, I]
+        inner = w13.shape[1] // 2
+        for i, expert in enumerate(self.experts):
+            for linear, view in ((expert.w1, w13[i, :inner]), (expert.w3, w13[i, inner:]), (expert.w2, w2[i])):
+                linear.weight = nn.Parameter(view, requires_grad=linear.weight.requires_grad)
+        self._packed = (w13, w2)
+        self._packed_at = [w.data_ptr() for w in self._expert_weights()]
+
+    def is_packed(self) -> bool:
+        """Whether the expert weights are still the views `pack` made (moving or reloading the model undoes it)."""
+        return self._packed is not None and [w.data_ptr() for w in self._expert_weights()] == self._packed_at
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -212,13 +246,43 @@ class SparseMoE(nn.Module):
         weights, chosen = probs.topk(self.top_k, dim=-1)  # [N, k]
         weights = weights / weights.sum(dim=-1, keepdim=True)
         order = chosen.flatten().argsort(stable=True)  # [N·k] (token, slot) pairs grouped by expert
-        counts = torch.bincount(chosen.flatten(), minlength=len(self.experts)).tolist()
         routed = flat[order // self.top_k]  # [N·k, h] each token once per chosen expert, grouped by expert
-        outputs = [expert(rows) for expert, rows in zip(self.experts, routed.split(counts), strict=True) if len(rows)]
-        per_slot = torch.cat(outputs)[order.argsort()].view(-1, self.top_k, shape[-1])  # [N, k, h] back in order
+        grouped = None
+        if self.is_packed() and not (torch.is_grad_enabled() and flat.requires_grad):
+            grouped = self._grouped(routed, chosen.flatten()[order])
+        if grouped is None:
+            grouped = self._looped(routed, chosen)
+        per_slot = grouped[order.argsort()].view(-1, self.top_k, shape[-1])  # [N, k, h] back in order
         # A fixed-order weighted sum rather than scattered adds: the same on every device and for any batch.
         mixed = (per_slot.float() * weights[..., None]).sum(dim=1)  # [N, h]
         return mixed.to(x.dtype).view(shape)
+
+    def _looped(self, routed: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        """Each expert on its own rows of `routed` [N·k, h]; the row counts come to the host (a device sync)."""
+        counts = torch.bincount(chosen.flatten(), minlength=len(self.experts)).tolist()
+        outputs = [expert(rows) for expert, rows in zip(self.experts, routed.split(counts), strict=True) if len(rows)]
+        return torch.cat(outputs)
+
+    def _grouped(self, routed: torch.Tensor, experts_sorted: torch.Tensor) -> torch.Tensor | None:
+        """Every expert at once over `routed` [N·k, h] (rows sorted by expert, `experts_sorted` [N·k]); None where the
+        grouped product cannot run these tensors (a dtype or alignment the device's kernel does not take)."""
+        w13, w2 = self._packed  # type: ignore[misc]
+        ids = torch.arange(len(self.experts), device=routed.device, dtype=experts_sorted.dtype)
+        ends = torch.searchsorted(experts_sorted, ids, right=True).to(torch.int32)  # [E] end row of each group
+        try:
+            hidden = grouped_mm(routed, w13.transpose(1, 2), ends)  # [N·k, 2I]
+            gate, up = hidden.chunk(2, dim=-1)
+            return grouped_mm(F.silu(gate) * up, w2.transpose(1, 2), ends)  # [N·k, h]
+        except RuntimeError as err:
+            if isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower():
+                raise
+            self._packed, self._packed_at = None, []  # this module runs per expert from now on
+            return None
+
+
+def grouped_mm(a: torch.Tensor, b: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """Rows ends[g-1]:ends[g] of a [M, K] times b[g] [K, N] for each group g, in one call: [M, N]."""
+    return torch._grouped_mm(a, b, offs=ends)
 
 
 class DecoderLayer(nn.Module):
@@ -301,6 +365,17 @@ class MiniMaxForCausalLM(nn.Module):
                 draw = torch.empty(param.shape, dtype=torch.float32).normal_(0.0, std, generator=generator)
                 param.copy_(draw)
 
+    def pack_experts(self) -> MiniMaxForCausalLM:
+        """Lay every MoE layer out for grouped expert products (`SparseMoE.pack`): inference without host syncs.
+        Layers whose experts were swapped (8-bit experts, expert parallel: `mmx.model.parallel`) keep their own path."""
+        for layer in self.model.layers:
+            moe = layer.block_sparse_moe
+            if isinstance(moe, SparseMoE) and all(
+                isinstance(linear, nn.Linear) for e in moe.experts for linear in (e.w1, e.w2, e.w3)
+            ):
+                moe.pack()
+        return self
+
     def new_cache(self, batch_size: int) -> ModelCache:
         """An empty cache for `batch_size` sequences on this model's device."""
         return ModelCache(self.cache_config, batch_size, self.device, self.dtype)
@@ -332,6 +407,25 @@ class MiniMaxForCausalLM(nn.Module):
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         return self.lm_head(self.model.norm(x))
+
+    @torch.no_grad()
+    def decode_fixed(self, tokens: torch.Tensor, cache: ModelCache, positions: torch.Tensor) -> torch.Tensor:
+        """One greedy decode step whose shapes and memory addresses are the same at every step, so a CUDA graph can
+        replay it: tokens [B] at `positions` [B] (a device tensor, advanced in place), K/V written there, softmax
+        attention over the cache's whole capacity with the keys past each row's position masked. Returns the next
+        tokens [B]; `cache.lengths` (host side) is the caller's to advance."""
+        B = tokens.shape[0]
+        device = tokens.device
+        angles = positions[:, None, None].float() * self.inv_freq.on(device)  # [B, 1, rotary_dim / 2]
+        cos, sin = angles.cos()[:, :, None], angles.sin()[:, :, None]  # [B, 1, 1, rotary_dim / 2]
+        keys = torch.arange(cache.capacity, device=device)
+        mask = (keys[None, :] <= positions[:, None])[:, None]  # [B, 1, capacity]: each row's keys so far and its own
+        ctx = ForwardContext(cos, sin, cache, None, mask, False, positions)
+        x = self.model.embed_tokens(tokens.view(B, 1))  # [B, 1, h]
+        for layer in self.model.layers:
+            x = layer(x, ctx)
+        positions += 1
+        return self.lm_head(self.model.norm(x))[:, -1].argmax(dim=-1)
 
     def _context(
         self, T: int, device: torch.device, cache: ModelCache | None, cu_seqlens: torch.Tensor | None

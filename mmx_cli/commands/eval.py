@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,24 @@ def json_report(run_dir: Path, resumed: bool, model: dict[str, Any], result: Any
             for c in cells.values()
         ],
         "length_means": {str(n): {"mean": m.mean, "complete": m.complete} for n, m in means.items()},
+        "timing": None if result.timing is None else asdict(result.timing),
     }
+
+
+def timing_line(timing: Any) -> str | None:
+    """This sweep's wall time beside its prefill time and the prompt tokens prefilled against read from a shared
+    prefix (None when the sweep ran nothing)."""
+    if timing is None or not timing.prompt_tokens:
+        return None
+    parts = [f"wall {timing.wall_s:.1f} s", f"generate {timing.generate_s:.1f} s"]
+    if timing.prefill_s is not None:
+        parts.append(f"prefill {timing.prefill_s:.1f} s")
+    if timing.prefilled_tokens is not None:
+        parts.append(
+            f"prompt tokens {timing.prompt_tokens:,}: {timing.prefilled_tokens:,} prefilled, "
+            f"{timing.read_tokens:,} read from shared prefixes"
+        )
+    return " · ".join(parts)
 
 
 def run_eval(request: EvalRequest, *, json_output: bool, quiet: bool, devices: str | None = None) -> None:
@@ -116,6 +134,9 @@ def run_eval(request: EvalRequest, *, json_output: bool, quiet: bool, devices: s
     console.print(score_table(result.records, names, result.lengths))
     for note in source_notes(request.source):
         console.print(note, markup=False, highlight=False, style="dim")
+    timing = timing_line(result.timing)
+    if timing is not None:
+        console.print(timing, markup=False, highlight=False)
     console.print(f"results in {outcome.out}", markup=False, highlight=False)
 
 
@@ -150,6 +171,12 @@ _OUT = typer.Option(
 _SEED = typer.Option(0, "--seed", help="Seed for sample generation (same seed, same prompts).")
 _BATCH = typer.Option("auto", "--batch-size", help="Prompts per generate call: auto (by free memory) or N.")
 _NO_PREFIX = typer.Option(False, "--no-answer-prefix", help="Do not start the answer for the model.")
+_NO_REUSE = typer.Option(
+    False,
+    "--no-prefix-reuse",
+    help="Prefill every prompt alone instead of computing the beginning a cell's prompts share once (speed only; "
+    "not part of the run, so a resume may switch it).",
+)
 _JSON = typer.Option(False, "--json", help="Print machine-readable JSON instead of the table.")
 _OPTION = typer.Option(
     [], "--option", "-o", help="Task option KEY=VALUE, or TASK.KEY=VALUE for one task (repeatable; see mmx tasks list)."
@@ -174,6 +201,7 @@ def ruler(
     seed: int = _SEED,
     batch_size: str = _BATCH,
     no_answer_prefix: bool = _NO_PREFIX,
+    no_prefix_reuse: bool = _NO_REUSE,
     device: str = flags.DEVICE,
     dtype: str = flags.DTYPE,
     max_context: int | None = flags.MAX_CONTEXT,
@@ -216,6 +244,7 @@ def niah(
     seed: int = _SEED,
     batch_size: str = _BATCH,
     no_answer_prefix: bool = _NO_PREFIX,
+    no_prefix_reuse: bool = _NO_REUSE,
     device: str = flags.DEVICE,
     dtype: str = flags.DTYPE,
     max_context: int | None = flags.MAX_CONTEXT,

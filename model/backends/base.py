@@ -9,6 +9,9 @@ written once: `loglikelihood` on top of `loglikelihood_tokens` (as lm-eval's `Te
 `split_pair` on top of the tokenizer. The token-level methods (`generate_tokens`, `loglikelihood_tokens`,
 `score_tokens`) are optional capabilities: a backend that has one overrides it, and `supports(name)` tells callers
 (the server, the lm-eval adapter) which ones it has, instead of probing with `getattr`.
+
+`prefill_scope(prompts)` announces the prompts of the `generate` calls that follow (a sweep cell): a backend that can
+prefills the beginnings they share once, and says per call what it prefilled; the default does neither.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from mmx.errors import MmxError
@@ -40,6 +45,17 @@ class TokenScore(NamedTuple):
     logprob: float
     greedy: bool
     top: tuple[tuple[int, float], ...]
+
+
+@dataclass
+class PrefillLog:
+    """What the latest `generate` call inside a `prefill_scope` prefilled. Per prompt, in the call's order: tokens its
+    own forward passes computed (`prefilled`) and tokens read from a cache another prompt had filled (`read`; their
+    sum is the prompt's length); `prefill_s`, the seconds until every prompt of the call was prefilled."""
+
+    prefilled: list[int] = field(default_factory=list)
+    read: list[int] = field(default_factory=list)
+    prefill_s: float | None = None
 
 
 class Backend(ABC):
@@ -82,6 +98,12 @@ class Backend(ABC):
     def auto_batch_size(self, length: int, max_new_tokens: int) -> int:
         """`--batch-size auto`: prompts of `length` tokens per `generate` call; one unless the backend knows better."""
         return 1
+
+    def prefill_scope(self, prompts: list[str], reuse: bool = True) -> AbstractContextManager[PrefillLog | None]:
+        """A context for `generate` calls over `prompts` (all of them, best in the order they will come). Inside, a
+        backend that can computes the beginnings the prompts share only once when `reuse` is on, and never when it
+        is off; the log it yields says what each call prefilled (None: this backend cannot tell, the default)."""
+        return nullcontext(None)
 
     # --- optional token-level capabilities (see `supports`) ------------------------------------------------------
 

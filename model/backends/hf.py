@@ -6,19 +6,25 @@ score only the positions asked for (`logits_to_keep`), so a long context does no
 
 It implements every optional token-level method of `Backend` (`generate_tokens`, `loglikelihood_tokens`,
 `score_tokens`), which `mmx serve` and the lm-eval adapter use.
+
+Inside a `prefill_scope` with reuse, models whose cache can be cut back exactly (plain full-attention K/V:
+`DynamicCache.is_croppable`) generate one prompt at a time through one kept cache, cut back to the beginning the next
+prompt shares with the last, so a shared beginning is prefilled once; others generate as usual.
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mmx.errors import MmxError
-from mmx.model.backends.base import Backend, TokenScore, register_backend
+from mmx.model.backends.base import Backend, PrefillLog, TokenScore, register_backend
 from mmx.model.backends.common import check_options, cut_at_stop, dtype_name, resolve_device, resolve_dtype
 from mmx.model.hub import resolve_local
 from mmx.model.tokenizer import HFTokenizer
@@ -103,6 +109,7 @@ class HFBackend(Backend):
         accepted = inspect.signature(self.model.forward).parameters
         self._takes_positions = "position_ids" in accepted
         self._takes_keep = "logits_to_keep" in accepted
+        self._shared: _SharedCache | None = None  # an open prefill scope
 
     # --- text-level Backend protocol -------------------------------------------------------------------------------
 
@@ -182,6 +189,8 @@ class HFBackend(Backend):
             eos_token_id=self.eos_ids or None,
             stop_strings=stops or None,
         )
+        if self._shared is not None:
+            return self._shared.generate(self, [p or self.start_ids for p in prompts], config, stops)
         outputs: list[list[int]] = [[] for _ in prompts]
         for batch in self._batches([p or self.start_ids for p in prompts]):
             input_ids, mask = self._left_pad([ids for _, ids in batch])  # [B, L] each
@@ -224,6 +233,24 @@ class HFBackend(Backend):
                     "score a shorter text",
                 )
         return self._score([list(s) for s in sequences], [max(1, start)] * len(sequences), top_k)
+
+    # --- prefix reuse ----------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def prefill_scope(self, prompts: list[str], reuse: bool = True) -> Iterator[PrefillLog | None]:
+        """With `reuse`, and a model whose cache can be cut back exactly, the scope's `generate` calls share one cache
+        (`_SharedCache`) and log what each prompt prefilled; otherwise generation is unchanged and nothing is logged."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config) if reuse else None
+        if cache is None or not getattr(cache, "is_croppable", False):
+            yield None
+            return
+        self._shared = _SharedCache(cache)
+        try:
+            yield self._shared.log
+        finally:
+            self._shared = None
 
     # --- internals -------------------------------------------------------------------------------------------------
 
@@ -287,6 +314,43 @@ class HFBackend(Backend):
             if token in self.eos_ids:
                 return ids[:at]
         return ids
+
+
+class _SharedCache:
+    """One cache kept across a prefill scope's `generate` calls. It holds `ids` (the last prompt) and that prompt's
+    generated tokens; before each prompt it is cut back to the beginning they share, and generation feeds the rest."""
+
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+        self.ids: list[int] = []
+        self.log = PrefillLog()
+
+    @torch.inference_mode()
+    def generate(self, backend: HFBackend, prompts: list[list[int]], config: Any, stops: list[str]) -> list[list[int]]:
+        """Greedy new tokens per prompt, one prompt at a time in the order where neighbours share the most."""
+        from mmx.model.prefix import common_prefix, walk_order
+
+        outputs: list[list[int]] = [[] for _ in prompts]
+        self.log.prefilled, self.log.read = [0] * len(prompts), [0] * len(prompts)
+        for index in walk_order(prompts):
+            ids = prompts[index]
+            shared = min(common_prefix(self.ids, ids), len(ids) - 1)
+            held = self.cache.get_seq_length()
+            if held > shared:
+                self.cache.crop(shared - held)  # a negative count removes that many tokens from the end
+            input_ids = torch.tensor([ids], device=backend.device)
+            self.ids = []  # until this generation completes, the cache holds nothing a later prompt may trust
+            generated = backend.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                past_key_values=self.cache,
+                generation_config=config,
+                tokenizer=backend.tokenizer.tok if stops else None,
+            )
+            outputs[index] = backend._until_eos(generated[0, len(ids) :].tolist())
+            self.ids = ids
+            self.log.read[index], self.log.prefilled[index] = shared, len(ids) - shared
+        return outputs
 
 
 def from_spec(rest: str, **options: Any) -> HFBackend:

@@ -4,12 +4,18 @@ Registers three spec prefixes: a bare name (weights shipped in `model/weights/<n
 `mmx-mini`), `mmx:PATH` (a checkpoint directory written by `save_pretrained` or an original MiniMax one), and
 `random:PRESET[:SEED]` (random weights, for smoke tests and speed). Generation is greedy; prompts start with BOS and
 stop at EOS when the config names them, which is how `mmx train` lays out its documents.
+
+Prompts that begin alike are prefilled through a `PrefixWalker` (`mmx.model.prefix`): their common beginning once,
+then each one's own rest. Within one `generate` call that happens by itself; a `prefill_scope` over a whole sweep cell
+extends it across the cell's calls, and can switch it off.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,14 +23,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mmx.errors import MmxError
-from mmx.model.backends.base import Backend, register_backend
+from mmx.model.backends.base import Backend, PrefillLog, register_backend
 from mmx.model.backends.common import check_options, cut_at_stop, dtype_name, resolve_device, resolve_dtype
 from mmx.model.config import PRESETS, WEIGHTS_DIR, MiniMaxConfig
-from mmx.model.generate import DEFAULT_CHUNK, activation_bytes, auto_chunk
-from mmx.model.memory import free_memory
+from mmx.model.generate import GenerateStats, measured_chunk, planned_chunk
+from mmx.model.memory import free_memory, is_out_of_memory, release_memory
 from mmx.model.parallel.layout import ShardLayout, check_tp
 from mmx.model.parallel.quant import check_kind
 from mmx.model.parallel.runtime import ParallelContext, join, launched, rank_device
+from mmx.model.prefix import PrefixWalker, branch_points
 from mmx.model.tokenizer import ByteTokenizer, JsonTokenizer
 
 if TYPE_CHECKING:
@@ -60,6 +67,14 @@ def checkpoint_tokenizer(config: MiniMaxConfig, directory: Path | None) -> Any:
     return JsonTokenizer(path)
 
 
+@dataclass
+class _Scope:
+    """An open `prefill_scope`: the walker its prompts go through (None: each prompt alone) and the log it yields."""
+
+    walker: PrefixWalker | None
+    log: PrefillLog
+
+
 class NativeBackend(Backend):
     """A loaded `MiniMaxForCausalLM`: greedy generation with stop strings, log-likelihoods, and a memory-aware batch
     size for `--batch-size auto`."""
@@ -76,7 +91,7 @@ class NativeBackend(Backend):
         batch_size: int | None = None,
         parallel: ParallelContext | None = None,
     ) -> None:
-        self.model = model.eval()
+        self.model = model.eval().pack_experts()  # MoE routing without host syncs
         self.parallel = parallel  # the torchrun job this rank belongs to (None: one process)
         self.config: MiniMaxConfig = model.config
         self.tokenizer = tokenizer
@@ -85,36 +100,77 @@ class NativeBackend(Backend):
         self.spec = spec
         self.name = name
         self.info = info
-        # On a GPU, prompts stream through the cache in chunks as long as the activation budget allows, which
-        # amortises each layer's launches; a CPU is faster in short ones (mmx-mini, a 32k prompt: 5.3 s in 4k chunks,
-        # 7.3 s in 64k).
-        elem = torch.finfo(self.model.dtype).bits // 8
-        on_gpu = self.model.device.type == "cuda"
-        self.prefill_chunk = auto_chunk(self.config, elem) if on_gpu else DEFAULT_CHUNK
+        # Prompts stream through the cache in chunks; on a GPU as long as the activations, measured once here, fit a
+        # share of the free memory (fewer, larger launches per prompt), on a CPU short ones (faster there).
+        self.prefill_chunk, self.activation_bytes = measured_chunk(self.model)
         bos, eos = self.config.bos_token_id, self.config.eos_token_id
         self.prefix_ids = [bos] if bos is not None else []
         self.stop_ids = (eos,) if eos is not None else ()
+        self._scope: _Scope | None = None
+
+    @contextmanager
+    def prefill_scope(self, prompts: list[str], reuse: bool = True) -> Iterator[PrefillLog]:
+        """Inside, `generate` calls over `prompts` share one walker (with `reuse`; else every prompt is prefilled
+        alone), which keeps the lightning states where the prompts part until the scope closes."""
+        walker = None
+        if reuse:
+            walker = PrefixWalker(self.model, self.prefill_chunk, branch_points([self.prompt_ids(p) for p in prompts]))
+        self._scope = _Scope(walker, PrefillLog())
+        try:
+            yield self._scope.log
+        finally:
+            self._scope = None
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], max_new_tokens: int, stop: list[str] | None = None) -> list[str]:
         """Greedy continuations of `prompts`, cut before the first stop string (or EOS)."""
-        from mmx.model.generate import generate
-
         stops = [s for s in (stop or []) if s]
         ids = [self.prompt_ids(p) for p in prompts]
         step = self.batch_size or max(1, len(ids))
+        stop_sequences = [self.tokenizer.encode(s) for s in stops]
+        log = PrefillLog(prefill_s=0.0)
         outputs = []
         for start in range(0, len(ids), step):
-            outputs += generate(
-                self.model,
-                ids[start : start + step],
-                max_new_tokens,
-                stop_ids=self.stop_ids,
-                stop_sequences=[self.tokenizer.encode(s) for s in stops],
-                chunk_size=self.prefill_chunk,
-            )
+            outputs += self._generate_batch(ids[start : start + step], max_new_tokens, stop_sequences, log)
+        if self._scope is not None:
+            self._scope.log.prefilled, self._scope.log.read = log.prefilled, log.read
+            self._scope.log.prefill_s = log.prefill_s
         texts = [self.tokenizer.decode(out) for out in outputs]
         return [cut_at_stop(text, stops) for text in texts]
+
+    def _walker_for(self, ids: list[list[int]]) -> PrefixWalker | None:
+        """The scope's walker; outside a scope, one for this batch when its prompts share enough to be worth it."""
+        if self._scope is not None:
+            return self._scope.walker
+        points = branch_points(ids) if len(ids) > 1 else []
+        return PrefixWalker(self.model, self.prefill_chunk, points) if points else None
+
+    def _generate_batch(
+        self, ids: list[list[int]], max_new_tokens: int, stop_sequences: list[list[int]], log: PrefillLog
+    ) -> list[list[int]]:
+        """One `mmx.model.generate.generate` call. Prefix reuse holds more memory than prefilling each prompt alone
+        (the walker's row and its state copies): if it runs out of memory, the scope goes on without it."""
+        from mmx.model.generate import generate
+
+        walker = self._walker_for(ids)
+        stats = GenerateStats()
+        run = dict(stop_ids=self.stop_ids, stop_sequences=stop_sequences, chunk_size=self.prefill_chunk, stats=stats)
+        outputs = None
+        try:
+            outputs = generate(self.model, ids, max_new_tokens, walker=walker, **run)
+        except Exception as err:
+            if walker is None or not is_out_of_memory(err):
+                raise
+        if outputs is None:  # out of memory with the walker; released outside the handler, whose frames held it
+            walker = None
+            if self._scope is not None:
+                self._scope.walker = None
+            release_memory()
+            outputs = generate(self.model, ids, max_new_tokens, **run)
+        log.prefilled += stats.prefilled
+        log.read += stats.read
+        log.prefill_s = (log.prefill_s or 0.0) + stats.prefill_s
+        return outputs
 
     def loglikelihood_tokens(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         """For each (context ids, continuation ids): log P(continuation | context) and whether greedy decoding yields
@@ -143,14 +199,17 @@ class NativeBackend(Backend):
         """Activations of one prefill chunk (`generate` prefills one prompt at a time, so this is paid once)."""
         elem = torch.finfo(self.model.dtype).bits // 8
         # plus a row of logits per token: a log-likelihood pass keeps them for the scored positions
-        return min(tokens, self.prefill_chunk) * (activation_bytes(self.config, elem) + self.config.vocab_size * elem)
+        return min(tokens, self.prefill_chunk) * (self.activation_bytes + self.config.vocab_size * elem)
 
     def auto_batch_size(self, length: int, max_new_tokens: int) -> int:
         """How many prompts of `length` tokens to decode together in the device's free memory (at least 1; the
         runner halves the batch on an out-of-memory anyway). While a row is prefilled, its own single-row cache
-        exists beside the batch cache, hence one row more than the batch."""
+        (or a prefill scope's walker, with its state copies) exists beside the batch cache, hence one row more than the
+        batch."""
         device = self.model.device
         budget = free_memory(device) * _MEMORY_SHARE[device.type] - self.prefill_bytes(length)
+        if self._scope is not None and self._scope.walker is not None:  # its row is the one counted below
+            budget -= self._scope.walker.snapshot_bytes()
         fits = int(budget // self.row_bytes(length + max_new_tokens)) - 1
         chosen = max(1, min(_MAX_BATCH[device.type], fits))
         if self.parallel is not None and self.parallel.tp_group is not None:  # one batch for the whole replica
@@ -359,7 +418,7 @@ def memory_plan_for(
     device = rank_device(opts.get("device")) if launched() else resolve_device(opts.get("device"))
     elem = torch.finfo(resolve_dtype(opts.get("dtype"), device)).bits // 8
     on_gpu = device.type == "cuda"
-    chunk = auto_chunk(config, elem) if on_gpu else DEFAULT_CHUNK
+    chunk = planned_chunk(config, elem, device)
     plan = memory_plan(
         config,
         length=length,

@@ -166,7 +166,8 @@ def test_an_out_of_memory_cell_is_recorded_and_the_sweep_goes_on(mmx, tmp_path, 
     args = ("--model", "smallmem:tiny", "--tasks", "vt", "--lengths", "1k,2k,4k", "--samples", "2", "--out", run_dir)
     code, out, err = mmx("eval", "ruler", *args)
     assert code == 0, err
-    assert "out of memory at 2k: retrying with batch size 1" in err and "out of memory at 2k (vt #0)" in err
+    # samples run in the sorted order of their prompts (prefix reuse), so either one may be the first to fail
+    assert "out of memory at 2k: retrying with batch size 1" in err and "out of memory at 2k (vt #" in err
     status = {(r["length"], r["index"]): r["status"] for r in read_records(run_dir)}
     assert status == {(1024, 0): "ok", (1024, 1): "ok", (2048, 0): "oom", (2048, 1): "oom", (4096, 0): "oom",
                       (4096, 1): "oom"}  # fmt: skip

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmx.kernels import chunk_lightning, lightning_attn, naive_masked, naive_recurrence, naive_recurrence_grads
-from mmx.kernels.plan import KernelConfig, build_plan, choose_segment
+from mmx.kernels.plan import KernelConfig, build_plan, choose_segment, forward_segment
 from mmx.kernels.testing import minimax_slopes, random_qkv, rel_rms
 
 FP32_TOL = 1e-5  # relative RMS; fp32 arithmetic in a different order lands near 1e-7
@@ -122,3 +122,31 @@ def test_segment_size_fills_the_device() -> None:
     assert choose_segment(4 * 2**20, 8, 64, 132, config) == 16384  # capped by max_segment
     assert choose_segment(1000, 8, 64, 132, config) == 64
     assert choose_segment(1000, 8, 64, 132, config.with_(segment=320)) == 320
+
+
+def test_forward_only_segments_shorten_the_scan_at_short_lengths() -> None:
+    """Inference plans (no backward) trade the scan's chain of steps against parallel work, by the H200's measured
+    per-block costs; long sequences keep the training plan, which was measured."""
+    bf16, config = torch.bfloat16, KernelConfig()
+    segment = lambda t, h: forward_segment((t,), h, 128, bf16, 132, config)  # noqa: E731
+    assert segment(4096, 8) == 256 > choose_segment(4096, 8, 128, 132, config) == 128  # 16 scan steps, not 32
+    assert segment(65536, 8) == 2048  # 32 steps instead of 128; 256 programs, still two per multiprocessor
+    for t, h in ((2**22, 8), (2**20, 64)):
+        assert segment(t, h) == choose_segment(t, h, 128, 132, config)
+    assert forward_segment((4096,), 8, 128, bf16, 132, config.with_(segment=320)) == 320
+    rows = (64,) * 512  # many short rows: one segment each, so the outputs kernel is the only launch
+    assert not build_plan(rows, forward_segment(rows, 8, 128, bf16, 132, config), torch.device("cpu")).multi
+
+
+def test_steep_heads_are_read_once_per_slope_tensor() -> None:
+    from mmx.kernels.triton_fwd import has_steep_heads, output_walks
+
+    gentle = torch.tensor([0.1, 0.5])
+    assert not has_steep_heads(gentle, 128)
+    assert has_steep_heads(gentle, 256)  # 0.5 · 129 > 40
+    gentle.mul_(10)  # changed in place: read again
+    assert has_steep_heads(gentle, 128)
+    factored = KernelConfig()
+    assert output_walks(factored, torch.bfloat16, steep=False) == (1,)
+    assert output_walks(factored, torch.bfloat16, steep=True) == (1, 2)
+    assert output_walks(factored, torch.float16, steep=False) == (0,)

@@ -87,3 +87,56 @@ def test_token_logprobs_match_the_full_forward(tiny: MiniMaxForCausalLM) -> None
         assert torch.allclose(torch.tensor(logprobs), want, atol=1e-4)
         assert greedy == (ref[start - 1 :].argmax(-1) == ids[0, start:]).tolist()
     assert token_logprobs(tiny, [1, 2, 3], 3) == ([], [])
+
+
+def test_fixed_shape_decode_steps_equal_plain_ones(tiny: MiniMaxForCausalLM) -> None:
+    """The CUDA-graph step's computation (K/V written at device-side positions, attention over the whole buffer with
+    later keys masked), run eagerly: the same tokens as plain decode steps, for rows of different lengths."""
+    from mmx.model.generate import FixedDecoder
+
+    prompts = [_ids(n, seed=20 + n)[0].tolist() for n in (9, 33, 20)]
+    steps = 7
+    caches = []
+    for _ in range(2):
+        cache = tiny.new_cache(len(prompts))
+        cache.reserve(40 + steps + 5)  # buffers longer than any row: the keys past each row must stay masked
+        for row, prompt in enumerate(prompts):
+            single = tiny.new_cache(1)
+            prefill(tiny, torch.tensor([prompt]), single)
+            cache.load_row(row, single)
+        caches.append(cache)
+    plain, fixed = caches
+    decoder = FixedDecoder(tiny, fixed, graphs=False)
+    tokens = torch.tensor([p[-1] for p in prompts])
+    a = b = tokens
+    for _ in range(steps):
+        a = decode_step(tiny, a, plain).argmax(dim=-1)
+        b = decoder(b)
+        assert torch.equal(a, b)
+    assert fixed.lengths == plain.lengths == [n + steps for n in (9, 33, 20)]
+
+
+@pytest.mark.gpu
+def test_graph_replayed_decoding_equals_eager_decoding() -> None:
+    from mmx.model.backends.base import load_backend
+    from mmx.model.generate import FixedDecoder
+
+    model = load_backend("mmx-mini").model  # bf16 on CUDA, packed experts
+    prompts = [_ids(n, seed=30 + n)[0].tolist() for n in (700, 2000, 1500)]
+    eager = generate(model, prompts, 24, chunk_size=1024)  # noqa: F841 - warms every kernel up
+    torch.cuda.synchronize()
+    caches = []
+    for _ in range(2):
+        cache = model.new_cache(len(prompts))
+        cache.reserve(2000 + 40)
+        for row, prompt in enumerate(prompts):
+            single = model.new_cache(1)
+            prefill(model, torch.tensor([prompt], device="cuda"), single, 1024)
+            cache.load_row(row, single)
+        caches.append(cache)
+    replayed, stepped = FixedDecoder(model, caches[0]), FixedDecoder(model, caches[1], graphs=False)
+    a = b = torch.tensor([p[-1] for p in prompts], device="cuda")
+    for _ in range(30):
+        a, b = replayed(a), stepped(b)
+        assert torch.equal(a, b)
+    assert replayed.graph is not None  # the steps after the first were replays

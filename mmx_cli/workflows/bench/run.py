@@ -11,6 +11,7 @@ import torch
 
 from mmx.errors import MmxError
 from mmx.model.config import MiniMaxConfig
+from mmx.model.generate import planned_chunk
 from mmx.results.store import RunStore
 from mmx.workflows.bench.job import BenchJob, NoStore
 from mmx.workflows.bench.peaks import DevicePeaks
@@ -101,7 +102,7 @@ def planner(place: Placement) -> Callable[[MiniMaxConfig, int, int], MemoryPlan]
     reserve = COMM_RESERVE if place.device.type == "cuda" and place.tp > 1 else 0
 
     def plan(config: MiniMaxConfig, length: int, rows: int) -> MemoryPlan:
-        chunk = place.chunk_for(config)
+        chunk = place.chunk_size or planned_chunk(config, elem, place.device)
         return memory_plan(
             config,
             length=length,

@@ -22,7 +22,7 @@ from mmx.model.backends.common import dtype_name
 from mmx.model.backends.native import parse_random_spec
 from mmx.model.chunk_attention import DEFAULT_PREFILL_PATH, prefill_path
 from mmx.model.config import LIGHTNING, SOFTMAX, MiniMaxConfig
-from mmx.model.generate import auto_chunk
+from mmx.model.generate import measured_chunk
 from mmx.model.parallel.layout import ShardLayout
 from mmx.model.parallel.runtime import ParallelContext
 
@@ -166,7 +166,7 @@ def build_native(
         model = MiniMaxForCausalLM(config)
     model = model.to(dtype=dtype).to_empty(device=device)
     init_random(model, config.initializer_range, seed)
-    return model.eval()
+    return model.eval().pack_experts()  # as the native backend runs it: MoE routing without host syncs
 
 
 def build_transformers(config: MiniMaxConfig, device: torch.device, dtype: torch.dtype, seed: int) -> Any:
@@ -193,7 +193,8 @@ def parameter_count(config: MiniMaxConfig) -> int:
 
 
 class NativeRunner:
-    """Our model: chunked prefill into a ModelCache (activations bounded by one chunk), batched decode.
+    """Our model: chunked prefill into a ModelCache (activations bounded by one chunk), batched decode in fixed-shape
+    steps (`FixedDecoder`: on CUDA the first step is captured as a graph and the others replay it).
 
     `prefill_attention` is the softmax-attention path of every chunk after the first (`mmx.model.chunk_attention`).
     """
@@ -201,19 +202,20 @@ class NativeRunner:
     def __init__(
         self,
         model: Any,
-        chunk_size: int,
+        chunk_size: int | None,
         prefill_attention: str = DEFAULT_PREFILL_PATH,
         parallel: dict[str, Any] | None = None,
     ) -> None:
         from mmx.kernels.dispatch import auto_impl
 
         self.model = model
-        self.chunk_size = chunk_size
+        self.chunk_size = chunk_size or measured_chunk(model)[0]  # None: as the native backend sizes it
         self.prefill_attention = prefill_attention
         self.details = {
-            "chunk_size": chunk_size,
+            "chunk_size": self.chunk_size,
             "lightning": auto_impl(model.device),
             "prefill_attention": prefill_attention,
+            "decode": "cuda graph" if model.device.type == "cuda" else "eager",
             **(parallel or {}),  # tensor_parallel, data_parallel, quantized_experts of a sharded or launched run
         }
 
@@ -228,17 +230,17 @@ class NativeRunner:
 
     @torch.inference_mode()
     def expand(self, cache: Any, batch_size: int, extra_tokens: int) -> Any:
+        from mmx.model.generate import FixedDecoder
+
         rows = self.model.new_cache(batch_size)
         rows.reserve(cache.lengths[0] + extra_tokens)
         for row in range(batch_size):
             rows.load_row(row, cache)
-        return rows
+        return FixedDecoder(self.model, rows)  # as `generate` decodes: replayed from a CUDA graph on a GPU
 
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor, cache: Any) -> torch.Tensor:
-        from mmx.model.generate import decode_step
-
-        return decode_step(self.model, tokens, cache).argmax(dim=-1)
+        return cache(tokens)
 
 
 class TransformersRunner:
@@ -291,14 +293,15 @@ class Placement:
 
     device: torch.device
     dtype: torch.dtype
-    chunk_size: int | None  # prefill chunk of our model; None sizes it per config (`auto_chunk`)
+    chunk_size: int | None  # prefill chunk of our model; None: measured once the model is loaded (`measured_chunk`)
     tp: int = 1
     quantize: str | None = None
     context: ParallelContext | None = None  # the torchrun job, when launched
 
-    def chunk_for(self, config: MiniMaxConfig) -> int:
-        """The prefill chunk our model of `config` runs with here."""
-        return self.chunk_size or auto_chunk(config, torch.finfo(self.dtype).bits // 8)
+    @property
+    def chunk_text(self) -> int | str:
+        """The chunk as run.json records it before any model is loaded (records carry the measured one)."""
+        return self.chunk_size or "auto"
 
     @property
     def sharded(self) -> bool:
@@ -325,7 +328,7 @@ class Placement:
 def _native_build(config: MiniMaxConfig, place: Placement, seed: int, path: str) -> Callable[[], Runner]:
     def build() -> Runner:
         model = build_native(config, place.device, place.dtype, seed, place)
-        return NativeRunner(model, place.chunk_for(config), path, place.parallel)
+        return NativeRunner(model, place.chunk_size, path, place.parallel)
 
     return build
 
@@ -369,7 +372,7 @@ def random_subjects(
             "device": str(place.device),
             "init": "normal(0, initializer_range) drawn on the device from the seed",
         }
-        ours = {"name": f"{family} {arch} (mmx)", "backend": "native", "chunk_size": place.chunk_for(config)}
+        ours = {"name": f"{family} {arch} (mmx)", "backend": "native", "chunk_size": place.chunk_text}
         ours |= place.parallel
         impls = [
             (
@@ -415,7 +418,7 @@ def backend_subjects(spec: str, place: Placement, paths: list[str]) -> list[Subj
     name = str(info.get("name") or spec)
     config = getattr(model, "config", None)
     if isinstance(config, MiniMaxConfig):
-        chunk = place.chunk_for(config)
+        chunk = place.chunk_size or backend.prefill_chunk
         runners: list[tuple[str, dict[str, Any], Runner]] = [
             (
                 _path_label(name, path, paths),

@@ -53,6 +53,7 @@ class EvalRequest:
     command: list[str]
     judge: str | None = None  # openai:URL of a model that also scores each answer 1-10 (niah)
     judge_model: str | None = None
+    prefix_reuse: bool = True  # speed only (predictions equal up to rounding): neither pinned nor in `command`
 
 
 def parse_batch_size(text: str | int | None) -> int | None:
@@ -145,9 +146,12 @@ def build_request(
     no_answer_prefix: bool = False,
     judge: str | None = None,
     judge_model: str | None = None,
+    no_prefix_reuse: bool = False,
     **backend: Any,
 ) -> EvalRequest:
-    """Check the options every eval shares and pin down everything a rerun must repeat (lengths, --out)."""
+    """Check the options every eval shares and pin down everything a rerun must repeat (lengths, --out).
+
+    `no_prefix_reuse` prefills every prompt alone: a speed switch, so it is not part of the pinned command."""
     from mmx.model.backends.common import backend_options  # torch: only once a command runs
 
     unknown = sorted(set(backend) - set(BACKEND_FLAGS))
@@ -195,6 +199,7 @@ def build_request(
         command=argv,
         judge=_judge_spec(judge),
         judge_model=judge_model,
+        prefix_reuse=not no_prefix_reuse,
     )
 
 

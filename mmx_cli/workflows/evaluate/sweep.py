@@ -4,16 +4,25 @@ The sweep goes length by length (every task at 4k, then every task at 8k, …) s
 complete table for its shorter lengths. Each scored sample is appended and flushed before the next batch starts, which
 is what makes a rerun after Ctrl-C or SIGKILL resume exactly where the file ends: samples are identified by
 (task, length, index), rebuilt from the same seed, and skipped when already on disk.
+
+The samples of a cell run in the sorted order of their prompts, inside one `prefill_scope` of the backend: prompts that
+begin alike are neighbours, and a backend that can (the native one) prefills their common beginning once. Each record
+says how many of its prompt's tokens were prefilled and how many read from a cache another sample had filled; every
+sweep appends its wall time, prefill time and those token counts to `sweeps.jsonl` in the run directory.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from mmx.errors import MmxError
+from mmx.model.backends.base import Backend, PrefillLog
 from mmx.model.memory import is_out_of_memory, release_memory
 from mmx.results.aggregate import cell_scores
 from mmx.results.store import RunStore, pinned_model, sample_key
@@ -26,7 +35,8 @@ class Sweep:
     """One evaluation: which tasks at which lengths, how many samples each, and the options that change the prompts.
 
     `tasks` maps each task name to a Task (`mmx.tasks` contract). `batch_size=None` asks the backend for one per
-    length (`--batch-size auto`).
+    length (`--batch-size auto`). `prefix_reuse` lets the backend prefill the beginning a cell's prompts share once;
+    it changes speed, not what is computed (up to rounding), so it is not part of the run's identity.
     """
 
     suite: str
@@ -39,6 +49,7 @@ class Sweep:
     source: Mapping[str, Any] = field(default_factory=lambda: {"source": "mmx"})
     task_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     judge: Mapping[str, Any] | None = None  # the LLM judge's description, when one also scores the answers
+    prefix_reuse: bool = True
 
     @classmethod
     def for_request(cls, request: Any, judge: Any | None = None) -> Sweep:
@@ -49,11 +60,12 @@ class Sweep:
             request.lengths,
             request.samples,
             request.seed,
-            request.answer_prefix,
-            request.batch_size,
-            request.source,
-            request.task_options,
-            judge.describe() if judge else None,
+            answer_prefix=request.answer_prefix,
+            batch_size=request.batch_size,
+            source=request.source,
+            task_options=request.task_options,
+            judge=judge.describe() if judge else None,
+            prefix_reuse=request.prefix_reuse,
         )
 
     def params(self, model: Mapping[str, Any]) -> dict[str, Any]:
@@ -73,16 +85,41 @@ class Sweep:
         }
 
 
+SWEEPS_FILE = "sweeps.jsonl"  # one line per sweep over a run directory: its time and prefill accounting
+
+
+@dataclass
+class Timing:
+    """Where one sweep's time went, over the samples it ran: wall time, seconds in `generate` and the part of them
+    spent prefilling, and prompt tokens prefilled against read from a shared prefix (None: the backend cannot tell)."""
+
+    wall_s: float = 0.0
+    generate_s: float = 0.0
+    prefill_s: float | None = None
+    prompt_tokens: int = 0
+    prefilled_tokens: int | None = None
+    read_tokens: int | None = None
+
+    def add(self, elapsed: float, tokens: int, log: PrefillLog | None) -> None:
+        """Count one `generate` call over prompts of `tokens` tokens in all, with its backend's prefill log."""
+        self.generate_s += elapsed
+        self.prompt_tokens += tokens
+        if log is not None and log.prefill_s is not None:
+            self.prefill_s = (self.prefill_s or 0.0) + log.prefill_s
+        if log is not None and log.prefilled:
+            self.prefilled_tokens = (self.prefilled_tokens or 0) + sum(log.prefilled)
+            self.read_tokens = (self.read_tokens or 0) + sum(log.read)
+
+
 @dataclass
 class SweepResult:
-    """What a sweep left on disk (old and new records), and what it could not run."""
+    """What a sweep left on disk (old and new records), what it could not run, and where this sweep's time went."""
 
     records: list[dict[str, Any]]
     lengths: list[int]
     skipped_lengths: list[int]
     new_records: int = 0
-    wall_s: float = 0.0
-    generate_s: float = 0.0
+    timing: Timing | None = None
     oom_from: int | None = None
 
 
@@ -111,8 +148,11 @@ def _record(
     batch_size: int | None = None,
     error: str | None = None,
     judge_score: int | None = None,
+    prefill: tuple[int, int, float | None] | None = None,
 ) -> dict[str, Any]:
-    """One line of `samples.jsonl` (fields: docs/formats.md) for the sweep task `name`; `error` only when unscored."""
+    """One line of `samples.jsonl` (fields: docs/formats.md) for the sweep task `name`; `error` only when unscored.
+
+    `prefill` is (tokens prefilled, tokens read from a shared prefix, prefill seconds) when the backend said."""
     record: dict[str, Any] = {
         "task": name,
         "length": sample.length,
@@ -127,6 +167,10 @@ def _record(
         "timings": {"build_s": round(build_s, 6), "generate_s": None if generate_s is None else round(generate_s, 6)},
         "batch_size": batch_size,
     }
+    if prefill is not None:
+        record["prefilled_tokens"], record["read_tokens"] = prefill[0], prefill[1]
+        if prefill[2] is not None:
+            record["timings"]["prefill_s"] = round(prefill[2], 6)
     if error is not None:
         record["error"] = error
     if judge_score is not None:
@@ -146,7 +190,7 @@ class _SweepState:
         self.records = records
         self.done = {sample_key(r) for r in records}
         self.new_records = 0
-        self.generate_s = 0.0
+        self.timing = Timing()
         # A resumed run keeps its OOM frontier: after a restart, neither the rest of a cell that ran out of memory
         # nor any longer length is tried again, exactly as in an uninterrupted run.
         self.oom_cells = {(r["task"], r["length"]) for r in records if r.get("status") == "oom"}
@@ -170,57 +214,80 @@ class _SweepState:
         self.progress.advance(1)
 
 
+def _scope(backend: Any, prompts: list[str], reuse: bool) -> AbstractContextManager[PrefillLog | None]:
+    """The backend's prefill scope over a cell's prompts; none for an object that is not a `Backend` subclass."""
+    return backend.prefill_scope(prompts, reuse) if isinstance(backend, Backend) else nullcontext(None)
+
+
+def _prefill_of(log: PrefillLog | None, at: int, batch: int) -> tuple[int, int, float | None] | None:
+    """(prefilled, read, seconds) of prompt `at` of the last `generate` call of `batch` prompts, from its log."""
+    if log is None or len(log.prefilled) != batch:
+        return None
+    seconds = None if log.prefill_s is None else log.prefill_s / batch
+    return log.prefilled[at], log.read[at], seconds
+
+
 def _run_cell(backend: Any, sweep: Sweep, name: str, samples: list[Any], build_s: float, state: _SweepState) -> None:
     """Generate and score `samples` (one task, one length) in batches; halve the batch on OOM, give up at one.
 
-    `build_s` is the cell's prompt-building time per sample.
+    Samples go in the sorted order of their prompts, so that batches (and the prompts within one) that share a
+    beginning follow each other inside the backend's prefill scope. `build_s` is the cell's prompt-building time per
+    sample.
     """
     length = samples[0].length
     tokens = {s.index: len(backend.tokenizer.encode(s.text)) for s in samples}
     max_new = max(s.max_new_tokens for s in samples)
-    batch_size = sweep.batch_size or max(1, int(backend.auto_batch_size(length, max_new)))
-    queue = list(samples)
-    while queue:
-        batch = queue[:batch_size]
-        start = time.perf_counter()
-        try:
-            predictions = backend.generate([s.text for s in batch], max(s.max_new_tokens for s in batch))
-        except Exception as err:  # only OOM is handled here; anything else propagates unchanged
-            if not is_out_of_memory(err):
-                raise
-            release_memory()
-            if batch_size > 1:
-                batch_size //= 2
-                state.progress.note(f"out of memory at {format_size(length)}: retrying with batch size {batch_size}")
-                continue
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            state.progress.note(f"out of memory at {format_size(length)} ({name} #{batch[0].index}): {reason}")
-            state.out_of_memory(name, length)
-            for i, sample in enumerate(queue):
-                why = reason if i == 0 else f"not run: out of memory at {format_size(length)}"
+    queue = sorted(samples, key=lambda s: s.text)
+    with _scope(backend, [s.text for s in queue], sweep.prefix_reuse) as log:
+        batch_size = sweep.batch_size or max(1, int(backend.auto_batch_size(length, max_new)))
+        while queue:
+            batch = queue[:batch_size]
+            start = time.perf_counter()
+            try:
+                predictions = backend.generate([s.text for s in batch], max(s.max_new_tokens for s in batch))
+            except Exception as err:  # only OOM is handled here; anything else propagates unchanged
+                if not is_out_of_memory(err):
+                    raise
+                release_memory()
+                if batch_size > 1:
+                    batch_size //= 2
+                    where = format_size(length)
+                    state.progress.note(f"out of memory at {where}: retrying with batch size {batch_size}")
+                    continue
+                _record_oom(name, length, queue, tokens, build_s, err, state)
+                return
+            elapsed = time.perf_counter() - start
+            state.timing.add(elapsed, sum(tokens[s.index] for s in batch), log)
+            ratings = _judged(state.judge, batch, predictions)
+            for at, (sample, prediction) in enumerate(zip(batch, predictions, strict=True)):
                 state.add(
-                    _record(name, sample, status="oom", prompt_tokens=tokens[sample.index], build_s=build_s, error=why)
+                    _record(
+                        name,
+                        sample,
+                        status="ok",
+                        prompt_tokens=tokens[sample.index],
+                        build_s=build_s,
+                        generate_s=elapsed / len(batch),
+                        prediction=prediction,
+                        score=float(sweep.tasks[name].score(sample, prediction)),
+                        batch_size=len(batch),
+                        judge_score=ratings[at],
+                        prefill=_prefill_of(log, at, len(batch)),
+                    )
                 )
-            return
-        elapsed = time.perf_counter() - start
-        state.generate_s += elapsed
-        ratings = _judged(state.judge, batch, predictions)
-        for sample, prediction, rating in zip(batch, predictions, ratings, strict=True):
-            state.add(
-                _record(
-                    name,
-                    sample,
-                    status="ok",
-                    prompt_tokens=tokens[sample.index],
-                    build_s=build_s,
-                    generate_s=elapsed / len(batch),
-                    prediction=prediction,
-                    score=float(sweep.tasks[name].score(sample, prediction)),
-                    batch_size=len(batch),
-                    judge_score=rating,
-                )
-            )
-        queue = queue[len(batch) :]
+            queue = queue[len(batch) :]
+
+
+def _record_oom(
+    name: str, length: int, queue: list[Any], tokens: dict[int, int], build_s: float, err: Exception, state: _SweepState
+) -> None:
+    """Record the rest of a cell as out of memory (at batch size 1), and remember the frontier."""
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    state.progress.note(f"out of memory at {format_size(length)} ({name} #{queue[0].index}): {reason}")
+    state.out_of_memory(name, length)
+    for i, sample in enumerate(queue):
+        why = reason if i == 0 else f"not run: out of memory at {format_size(length)}"
+        state.add(_record(name, sample, status="oom", prompt_tokens=tokens[sample.index], build_s=build_s, error=why))
 
 
 def _judged(judge: Any | None, samples: list[Any], predictions: list[str]) -> list[int | None]:
@@ -311,12 +378,26 @@ def run_sweep(
         store.write_summary(summary_rows(state.records))
     progress.end()
     store.write_summary(summary_rows(state.records))
+    state.timing.wall_s = time.perf_counter() - started
+    if state.new_records and isinstance(store, RunStore):  # a data-parallel rank's proxy store keeps no sweep log
+        _log_sweep(store, sweep, state)
     return SweepResult(
         records=state.records,
         lengths=lengths,
         skipped_lengths=skipped,
         new_records=state.new_records,
-        wall_s=time.perf_counter() - started,
-        generate_s=state.generate_s,
+        timing=state.timing,
         oom_from=state.oom_from,
     )
+
+
+def _log_sweep(store: RunStore, sweep: Sweep, state: _SweepState) -> None:
+    """Append this sweep's timing to `sweeps.jsonl`: a resumed run keeps one line per sweep that added samples."""
+    line = {
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "new_samples": state.new_records,
+        "prefix_reuse": sweep.prefix_reuse,
+        **{key: round(v, 6) if isinstance(v, float) else v for key, v in asdict(state.timing).items()},
+    }
+    with (store.dir / SWEEPS_FILE).open("a") as fh:
+        fh.write(json.dumps(line) + "\n")

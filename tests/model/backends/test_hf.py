@@ -133,3 +133,21 @@ def test_a_directory_without_a_model_is_a_clear_error(tmp_path: Path):
 def test_too_long_prompts_are_refused(hf_backend):
     with pytest.raises(MmxError, match="exceeds the model's context of 4096"):
         hf_backend.generate_tokens([[5] * 4090], 10)
+
+
+def test_a_prefill_scope_computes_a_shared_beginning_once(hf_backend):
+    """Prompts sharing a long beginning, one kept K/V cache cut back between them: the same greedy text as batched
+    generation without the scope, with the shared tokens read instead of prefilled."""
+    hay = " ".join(f"key-{i} is {1000 * i + 7}." for i in range(40))
+    prompts = [f"{hay[:d]} The special magic number is {d}. {hay[d:]} Which number?" for d in (500, 120, 300)]
+    alone = hf_backend.generate(prompts, 10)
+    with hf_backend.prefill_scope(prompts) as log:
+        shared = hf_backend.generate(prompts, 10)
+        stops = [t[2:4] for t in alone if len(t) >= 4][:1]
+        cut = hf_backend.generate(prompts, 10, stop=stops)
+    assert shared == alone and any(alone)
+    assert cut == [t.split(stops[0])[0] for t in alone]
+    assert sum(log.read) > 0 and all(r + p == len(hf_backend.prompt_ids(t)) for r, p, t in
+                                     zip(log.read, log.prefilled, prompts, strict=True))  # fmt: skip
+    with hf_backend.prefill_scope(prompts, reuse=False) as off:
+        assert off is None and hf_backend.generate(prompts, 10) == alone

@@ -79,26 +79,20 @@ def test_transformers_builds_the_same_shapes_from_our_config():
 
 
 @pytest.mark.parametrize(
-    ("width", "head_dim", "expert_width", "dtype", "chunk"),
+    ("per_token", "free_gb", "chunk"),
     [
-        (6144, 128, 9216, torch.bfloat16, 4096),  # the 25B slice keeps short chunks: about 2 GB of activations
-        (1024, 128, 1536, torch.bfloat16, 16384),
-        (256, 32, 512, torch.bfloat16, 65536),
-        (256, 32, 512, torch.float32, 32768),
+        (15_000, 79, 65536),  # mmx-mini on an 80 GB card: capped at the longest chunk
+        (46_000, 79, 65536),  # `small`: 3 GB of activations at 64k
+        (220_000, 28, 16384),  # the 25B slice beside its 50 GB of weights: 3.6 GB at 16k, 7.2 GB would not fit
+        (220_000, 1, 4096),  # never below the CPU's chunk
     ],
 )
-def test_automatic_chunks_shrink_with_the_model_width(width, head_dim, expert_width, dtype, chunk):
-    heads = 64 if width > 1024 else 8
-    config = dataclasses.replace(
-        reshape(FULL, 4, "hybrid"),
-        hidden_size=width,
-        num_attention_heads=heads,
-        head_dim=head_dim,
-        rotary_dim=head_dim // 2,
-        intermediate_size=expert_width,
-    )
-    assert Placement(torch.device("cpu"), dtype, None).chunk_for(config) == chunk
-    assert Placement(torch.device("cpu"), dtype, 1000).chunk_for(config) == 1000  # an explicit size wins
+def test_measured_chunks_are_the_longest_whose_activations_fit_a_share_of_free_memory(per_token, free_gb, chunk):
+    from mmx.model.generate import ACTIVATION_SHARE, chunk_for
+
+    assert chunk_for(per_token, ACTIVATION_SHARE * free_gb * 1e9) == chunk
+    assert Placement(torch.device("cpu"), torch.float32, None).chunk_text == "auto"
+    assert Placement(torch.device("cpu"), torch.float32, 1000).chunk_text == 1000  # an explicit size wins
 
 
 def test_prefill_flops_count_the_lm_head_once_and_attention_by_mean_context():

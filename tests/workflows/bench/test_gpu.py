@@ -21,3 +21,17 @@ def test_a_cuda_run_records_memory_utilisation_and_an_oom(mmx, tmp_path, bench_r
         assert prefill["peak_mem_gb"] > 0 and 0 < prefill["mfu"] < 1
         assert 0 < records[("decode", length, 1)]["bandwidth_util"] < 1
         assert records[("decode", length, rows)]["status"] == "oom"
+
+
+def test_the_prefill_chunk_is_measured_on_the_device():
+    from mmx.model.backends.base import load_backend
+    from mmx.model.generate import ACTIVATION_SHARE, DEFAULT_CHUNK, MAX_CHUNK, activation_bytes, activations_per_token
+
+    backend = load_backend("mmx-mini")
+    per_token = activations_per_token(backend.model)
+    assert 0 < per_token < 10 * activation_bytes(backend.config, 2)  # measured, and of the estimate's order
+    assert DEFAULT_CHUNK <= backend.prefill_chunk <= MAX_CHUNK
+    assert (
+        backend.prefill_chunk * backend.activation_bytes
+        <= ACTIVATION_SHARE * torch.cuda.get_device_properties(0).total_memory
+    )
