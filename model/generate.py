@@ -7,7 +7,7 @@ under `no_grad` rather than `inference_mode`, so a cache filled here can be fed 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -21,6 +21,33 @@ ACTIVATION_BUDGET = 2 * 2**30  # bytes of live activations an automatic prefill 
 # Hidden-width vectors alive per token during a layer: residual, norms, q/k/v/gate/out projections, attention output;
 # a deliberate over-estimate, since an out-of-memory costs more than a smaller chunk.
 ACTIVATION_VECTORS = 24
+
+
+class GenerationCancelled(Exception):
+    """Raised inside a generation whose `GenerationHook` says the caller no longer wants the answer."""
+
+
+class GenerationHook:
+    """How a caller follows and stops a generation between steps (a server streaming tokens to a client, and
+    dropping the work when that client leaves): `on_token(row, token_id)` hears each new token as it is chosen, and
+    `cancelled()` is asked before every prefill chunk and decode step; when it answers True, the generation raises
+    `GenerationCancelled`. Both are cheap calls between steps, never inside one."""
+
+    def __init__(
+        self,
+        on_token: Callable[[int, int], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> None:
+        self.on_token, self.cancelled = on_token, cancelled
+
+    def token(self, row: int, token: int) -> None:
+        if self.on_token is not None:
+            self.on_token(row, token)
+
+    def check(self) -> None:
+        """Raise `GenerationCancelled` if the caller has given up."""
+        if self.cancelled is not None and self.cancelled():
+            raise GenerationCancelled()
 
 
 def activation_bytes(config: MiniMaxConfig, elem_bytes: int) -> int:
@@ -46,9 +73,14 @@ def auto_chunk(config: MiniMaxConfig, elem_bytes: int) -> int:
 
 @torch.no_grad()
 def prefill(
-    model: MiniMaxForCausalLM, input_ids: torch.Tensor, cache: ModelCache, chunk_size: int = DEFAULT_CHUNK
+    model: MiniMaxForCausalLM,
+    input_ids: torch.Tensor,
+    cache: ModelCache,
+    chunk_size: int = DEFAULT_CHUNK,
+    hook: GenerationHook | None = None,
 ) -> torch.Tensor:
-    """Feed input_ids [B, T] (T ≥ 1) into `cache` in chunks; return the logits after the last token [B, V]."""
+    """Feed input_ids [B, T] (T ≥ 1) into `cache` in chunks; return the logits after the last token [B, V]. `hook`
+    may cancel between chunks."""
     if input_ids.shape[1] == 0:
         raise ValueError("prefill needs at least one token")
     if chunk_size < 1:
@@ -56,6 +88,8 @@ def prefill(
     cache.reserve(max(cache.lengths) + input_ids.shape[1])
     logits = None
     for start in range(0, input_ids.shape[1], chunk_size):
+        if hook is not None:
+            hook.check()
         logits = model(input_ids[:, start : start + chunk_size], cache=cache, logits_to_keep=1)
     return logits[:, -1]  # type: ignore[index]
 
@@ -85,11 +119,13 @@ def generate(
     stop_ids: Sequence[int] = (),
     stop_sequences: Sequence[Sequence[int]] = (),
     chunk_size: int = DEFAULT_CHUNK,
+    hook: GenerationHook | None = None,
 ) -> list[list[int]]:
     """Greedy continuations of `prompts` (new tokens only, any stop id or stop sequence excluded).
 
     Each prompt is prefilled alone, then all rows decode together with their own positions and masked K/V lengths,
-    so a batch gives exactly the tokens one-at-a-time generation gives.
+    so a batch gives exactly the tokens one-at-a-time generation gives. `hook` hears each token as it is chosen and
+    may cancel between steps.
     """
     if any(not p for p in prompts):
         raise ValueError("every prompt needs at least one token")
@@ -101,7 +137,7 @@ def generate(
     first = []
     for row, prompt in enumerate(prompts):
         own = cache if len(prompts) == 1 else model.new_cache(1)  # a lone prompt needs no second copy of its K/V
-        first.append(prefill(model, torch.tensor([prompt], device=device), own, chunk_size))
+        first.append(prefill(model, torch.tensor([prompt], device=device), own, chunk_size, hook))
         if own is not cache:
             cache.load_row(row, own)
     next_tokens = torch.cat(first).argmax(dim=-1)  # [B]
@@ -113,12 +149,16 @@ def generate(
             if done[row]:
                 continue
             outputs[row].append(token)
+            if hook is not None:
+                hook.token(row, token)
             cut = _stop_at(outputs[row], stops, stop_sequences)
             if cut is not None:
                 del outputs[row][cut:]
                 done[row] = True
         if all(done) or step == max_new_tokens - 1:
             break
+        if hook is not None:
+            hook.check()
         next_tokens = decode_step(model, next_tokens, cache).argmax(dim=-1)
     return outputs
 
@@ -153,3 +193,36 @@ def token_logprobs(
         logprobs += scores.gather(1, targets[:, None])[:, 0].tolist()
         greedy += (scores.argmax(dim=-1) == targets).tolist()
     return logprobs, greedy
+
+
+@torch.no_grad()
+def token_scores(
+    model: MiniMaxForCausalLM, input_ids: Sequence[int], start: int, top_k: int, chunk_size: int = DEFAULT_CHUNK
+) -> list[tuple[float, bool, list[tuple[int, float]]]]:
+    """For t in [start, len(input_ids)): (log p(input_ids[t] | input_ids[:t]), whether it is the greedy choice, the
+    `top_k` most likely (id, log p) best first) — what an OpenAI-style `logprobs` answer reports. Streams through the
+    cache in chunks like `token_logprobs`."""
+    if not 1 <= start <= len(input_ids):
+        raise ValueError(f"start must be in 1..{len(input_ids)} (the first token has no prediction), got {start}")
+    ids = torch.tensor([list(input_ids)], device=model.device)  # [1, N]
+    cache = model.new_cache(1)
+    cache.reserve(ids.shape[1])
+    scores: list[tuple[float, bool, list[tuple[int, float]]]] = []
+    fed = ids.shape[1] - 1
+    for begin in range(0, fed, chunk_size):
+        end = min(begin + chunk_size, fed)
+        keep = end - max(begin, start - 1)
+        logits = model(ids[:, begin:end], cache=cache, logits_to_keep=max(keep, 1))
+        if keep <= 0:
+            continue
+        targets = ids[0, end - keep + 1 : end + 1]  # [keep]
+        logprobs = torch.log_softmax(logits[0, -keep:].float(), dim=-1)  # [keep, V]
+        picked = logprobs.gather(1, targets[:, None])[:, 0].tolist()
+        greedy = (logprobs.argmax(dim=-1) == targets).tolist()
+        if top_k > 0:
+            values, indices = logprobs.topk(min(top_k, logprobs.shape[-1]), dim=-1)  # [keep, k]
+            tops = [list(zip(i, v, strict=True)) for i, v in zip(indices.tolist(), values.tolist(), strict=True)]
+        else:
+            tops = [[] for _ in picked]
+        scores += list(zip(picked, greedy, tops, strict=True))
+    return scores

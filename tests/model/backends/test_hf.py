@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mmx.errors import MmxError
-from mmx.model.backends.base import load_backend
+from mmx.model.backends.base import Prompt, load_backend
 
 PROMPTS = [
     "One of the special magic numbers for key-3 is",
@@ -91,13 +91,14 @@ def test_score_tokens_reports_the_top_choices(hf_backend):
         assert score.greedy == (score.top[0][0] == ids[position + 1])
 
 
-def test_chat_template_wraps_the_prompt(hf_dir: Path, tmp_path: Path):
-    backend = load_backend(f"hf:{hf_dir}", device="cpu", chat_template="tokenizer")
-    assert backend.tokenizer.decode(backend.prompt_ids("hi")) == "[user] hi\n[assistant] "
+def test_chat_template_lays_out_prompts_not_plain_text(hf_dir: Path, tmp_path: Path):
+    backend = load_backend(f"hf:{hf_dir}", device="cpu", chat_template="auto")
+    assert backend.tokenizer.decode(backend.prompt_ids(Prompt("hi"))) == "[user] hi\n[assistant] "
+    assert backend.prompt_ids("hi") == [1, *backend.tokenizer.encode("hi")]  # plain text stays plain text
     template = tmp_path / "chat.jinja"
     template.write_text("<<{{ messages[0]['content'] }}>>")
     custom = load_backend(f"hf:{hf_dir}", device="cpu", chat_template=str(template))
-    assert custom.tokenizer.decode(custom.prompt_ids("hi")) == "<<hi>>"
+    assert custom.tokenizer.decode(custom.prompt_ids(Prompt("hi"))) == "<<hi>>"
     assert custom.describe()["chat_template"]["source"] == str(template)
 
 
@@ -112,7 +113,7 @@ def test_describe_says_what_ran(hf_backend, hf_dir: Path):
 @pytest.mark.parametrize(
     ("spec", "options", "message"),
     [
-        ("hf:/no/such/model-dir", {}, "neither a local directory nor in the local Hugging Face cache"),
+        ("hf:/no/such/model-dir", {}, "neither a local directory nor a Hugging Face model name"),
         ("hf:", {}, "needs a model directory"),
         ("hf:HF_DIR", {"concurrency": 2}, "does not apply to hf: models"),
         ("hf:HF_DIR", {"dtype": "fp8"}, "unknown dtype"),
