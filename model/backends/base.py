@@ -78,6 +78,7 @@ class Backend(ABC):
     max_context: int | None
     prefix_ids: list[int]
     chat: Any = None  # a mmx.model.backends.chat.ChatTemplate when prompts are laid out as a conversation
+    vocab_size: int | None = None  # token ids the model embeds (None: unknown, as for a server)
 
     @abstractmethod
     def generate(self, prompts: list[str], max_new_tokens: int, stop: list[str] | None = None) -> list[str]:
@@ -103,25 +104,39 @@ class Backend(ABC):
         """How many tokens the model reads for `prompt` (a backend that cannot list them may count them)."""
         return len(self.prompt_ids(prompt))
 
-    def chat_ids(self, messages: list[dict[str, str]], *, continue_final: bool = False) -> list[int]:
+    def chat_ids(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        continue_final: bool = False,
+        add_generation_prompt: bool | None = None,
+    ) -> list[int]:
         """The token ids of a conversation laid out by the chat template: the template decides about BOS, as
-        `transformers` and vLLM do. `continue_final` leaves the last message open (no end of turn after it) instead of
-        opening a new assistant turn."""
-        return self.tokenizer.encode(self._chat(messages, continue_final))
+        `transformers` and vLLM do. `continue_final` leaves the last message open (no end of turn after it);
+        otherwise a new assistant turn is opened unless `add_generation_prompt` is False."""
+        return self.tokenizer.encode(self._render_chat(messages, continue_final, add_generation_prompt))
 
-    def chat_text(self, messages: list[dict[str, str]], *, continue_final: bool = False) -> str:
+    def chat_text(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        continue_final: bool = False,
+        add_generation_prompt: bool | None = None,
+    ) -> str:
         """A conversation as text for `generate`, which puts `prefix_ids` first: a leading BOS the template writes is
         left out, so the model reads it once."""
-        text = self._chat(messages, continue_final)
+        text = self._render_chat(messages, continue_final, add_generation_prompt)
         bos = self.chat.bos_token
         if self.prefix_ids and bos and text.startswith(bos):
             text = text[len(bos) :]
         return text
 
-    def _chat(self, messages: list[dict[str, str]], continue_final: bool) -> str:
+    def _render_chat(
+        self, messages: list[dict[str, str]], continue_final: bool, add_generation_prompt: bool | None = None
+    ) -> str:
         if self.chat is None:
             raise MmxError("this model has no chat template", "pass --chat-template auto (the model's own) or FILE")
-        return self.chat.render(messages, continue_final=continue_final)
+        return self.chat.render(messages, continue_final=continue_final, add_generation_prompt=add_generation_prompt)
 
     def split_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """Token ids of a (context, continuation) pair the way lm-eval splits them: trailing spaces of the context go

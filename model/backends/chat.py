@@ -24,6 +24,7 @@ from mmx.errors import MmxError
 
 AUTO = ("auto", "default", "tokenizer", "true")
 OFF = ("none", "false", "")
+IF_PRESENT = "auto-if-present"  # the model's own template when it has one, else plain text (what `mmx serve` uses)
 PREFILL_MODES = ("assistant", "user_line")
 # transformers' marker for `continue_final_message`: appended to the last message, rendered, cut off again
 _OPEN_END = "CONTINUE_FINAL_MESSAGE_TAG "
@@ -37,6 +38,8 @@ def chat_choice(option: str | bool | None) -> str | None:
         return None
     if option is True or str(option).strip().lower() in AUTO:
         return "auto"
+    if str(option).strip().lower() == IF_PRESENT:
+        return IF_PRESENT
     return str(option)
 
 
@@ -155,8 +158,15 @@ class ChatTemplate:
             user = f"{user.rstrip()}\n{prefix.strip()}"
         return [*turns, {"role": "user", "content": user}], False
 
-    def render(self, messages: list[dict[str, str]], *, continue_final: bool = False) -> str:
-        """The conversation as the model reads it; `continue_final` leaves the last message open."""
+    def render(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        continue_final: bool = False,
+        add_generation_prompt: bool | None = None,
+    ) -> str:
+        """The conversation as the model reads it: `continue_final` leaves the last message open; otherwise an
+        assistant turn is opened unless `add_generation_prompt` is False."""
         from jinja2 import TemplateError
 
         if self.renderer is None:
@@ -167,7 +177,8 @@ class ChatTemplate:
         if not messages:
             raise MmxError("a conversation needs at least one message", "send one or more messages")
         try:
-            return self.renderer(messages, not continue_final, continue_final)
+            opens = not continue_final if add_generation_prompt is None else add_generation_prompt
+            return self.renderer(messages, opens and not continue_final, continue_final)
         except (TemplateError, ValueError, TypeError, KeyError) as err:
             raise MmxError(f"the chat template refused the conversation: {err}", _template_hint(messages)) from None
 
@@ -192,9 +203,12 @@ def build_chat(
     bos_token: str | None,
     where: str,
 ) -> ChatTemplate | None:
-    """The chat format `--chat-template` asks for: None for plain text, the model's own template (`own`) for auto,
-    or a Jinja file; `renderer` makes a renderer from template source. A system prompt needs a chat format."""
+    """The chat format `--chat-template` asks for: None for plain text, the model's own template (`own`) for auto
+    (`auto-if-present`: only if it has one), or a Jinja file; `renderer` makes a renderer from template source. A
+    system prompt needs a chat format."""
     choice = chat_choice(option)
+    if choice == IF_PRESENT:
+        choice = "auto" if own else None
     if choice is None:
         if system:
             raise MmxError("--system-prompt needs a chat format", "add --chat-template auto (or FILE)")

@@ -137,6 +137,7 @@ class HFBackend(Backend):
         if placed:
             self.device = next(self.model.parameters()).device
         self.tokenizer = HFTokenizer(tok)
+        self.vocab_size = self.model.get_input_embeddings().num_embeddings
         self.batch_size = max(1, int(batch_size or DEFAULT_BATCH_SIZE))
         self.max_context = int(max_context or _max_context(model.config, tok))
         self.chat = build_chat(

@@ -93,6 +93,7 @@ class NativeBackend(Backend):
         bos, eos = self.config.bos_token_id, self.config.eos_token_id
         self.prefix_ids = [bos] if bos is not None else []
         self.stop_ids = (eos,) if eos is not None else ()
+        self.vocab_size = self.config.vocab_size
         specials = {"bos_token": _token_text(tokenizer, bos), "eos_token": _token_text(tokenizer, eos)}
         self.chat = build_chat(
             chat_template,
@@ -103,10 +104,16 @@ class NativeBackend(Backend):
             where=f"the checkpoint {directory}" if directory is not None else f"{name}",
         )
 
-    def chat_ids(self, messages: list[dict[str, str]], *, continue_final: bool = False) -> list[int]:
+    def chat_ids(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        continue_final: bool = False,
+        add_generation_prompt: bool | None = None,
+    ) -> list[int]:
         """A conversation's ids, starting with BOS as every native document does (a byte tokenizer cannot spell it
         in the template's text, so it is put first unless the template wrote it)."""
-        ids = self.tokenizer.encode(self._chat(messages, continue_final))
+        ids = self.tokenizer.encode(self._render_chat(messages, continue_final, add_generation_prompt))
         if self.prefix_ids and ids[: len(self.prefix_ids)] != self.prefix_ids:
             ids = [*self.prefix_ids, *ids]
         return ids

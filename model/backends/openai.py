@@ -209,12 +209,14 @@ class RemoteTokenizer:
         )
         return _ids(data.get("tokens"), "/tokenize")
 
-    def encode_chat(self, messages: list[dict[str, str]], continue_final: bool) -> list[int]:
+    def encode_chat(
+        self, messages: list[dict[str, str]], continue_final: bool, add_generation_prompt: bool | None = None
+    ) -> list[int]:
         """The ids the server's chat template gives a conversation (vLLM's and SGLang's `/tokenize` take messages)."""
         body = {
             "model": self.model,
             "messages": messages,
-            "add_generation_prompt": not continue_final,
+            "add_generation_prompt": not continue_final if add_generation_prompt is None else add_generation_prompt,
             "continue_final_message": continue_final,
             "add_special_tokens": False,
         }
@@ -283,6 +285,8 @@ class OpenAIBackend(Backend):
         self.api = _choose_api(api, chat_template, card.get("capabilities"))
         self.remote_chat = self.api == "chat" and self._counts_chat()
         self.chat = self._chat_format(chat_template, system_prompt)
+        if self.api == "completions":  # the server's chat template plays no part in completions
+            self.served.pop("chat_template", None)
 
     def _model_card(self, wanted: str | None) -> dict[str, Any]:
         """The `/v1/models` entry to use: the one named, or the server's first."""
@@ -412,22 +416,30 @@ class OpenAIBackend(Backend):
         system = len(self.tokenizer.encode(self.chat.system)) if self.chat is not None and self.chat.system else 0
         return len(self.tokenizer.encode(str(prompt))) + overhead + system
 
-    def chat_ids(self, messages: list[dict[str, str]], *, continue_final: bool = False) -> list[int]:
+    def chat_ids(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        continue_final: bool = False,
+        add_generation_prompt: bool | None = None,
+    ) -> list[int]:
+        """A conversation's ids: the server's own count over the chat API where its /tokenize takes messages."""
         if self.api == "chat" and self.remote_chat:
-            return self.tokenizer.encode_chat(messages, continue_final)
+            opens = not continue_final if add_generation_prompt is None else add_generation_prompt
+            return self.tokenizer.encode_chat(messages, continue_final, opens and not continue_final)
         if self.api == "chat" and not self.chat.renders_locally:
             raise MmxError(
                 "the server cannot list the tokens of a conversation (its /tokenize takes no messages)",
                 "pass --tokenizer DIR with the model's chat template",
             )
-        return super().chat_ids(messages, continue_final=continue_final)
+        return super().chat_ids(messages, continue_final=continue_final, add_generation_prompt=add_generation_prompt)
 
     def generate(self, prompts: list[str], max_new_tokens: int, stop: list[str] | None = None) -> list[str]:
         """Greedy completions: `batch_size` prompts per completions request, one conversation per chat request, and
         `concurrency` requests at once."""
         stops = [s for s in (stop or []) if s]
         if self.api == "chat":
-            return self._fan_out(list(prompts), lambda one, abort: [self._chat(one[0], max_new_tokens, stops, abort)])
+            return self._fan_out(list(prompts), lambda one, abort: [self._chat_request(one[0], max_new_tokens, stops, abort)])
         as_ids = self.chat is not None  # a template rendered here: send exactly its tokens, no BOS added by the server
         items = [self.prompt_ids(p) for p in prompts] if as_ids else list(prompts)
 
@@ -445,7 +457,7 @@ class OpenAIBackend(Backend):
 
         return self._fan_out(items, complete)
 
-    def _chat(self, prompt: str, max_new_tokens: int, stops: list[str], abort: threading.Event) -> str:
+    def _chat_request(self, prompt: str, max_new_tokens: int, stops: list[str], abort: threading.Event) -> str:
         """One chat request: the prompt as a conversation, its answer prefix continued where the server can."""
         messages, open_end = self.chat.messages(prompt)
         body: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_new_tokens}

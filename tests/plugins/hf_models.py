@@ -103,24 +103,19 @@ def hf_backend(hf_dir: Path):
 
 
 class LiveServer:
-    """`mmx serve`'s server for `backend` on a free loopback port, serving from a thread until `stop()`."""
+    """`mmx serve`'s server for `backend` on a loopback port (0: a free one), serving from a thread until `stop()`."""
 
     def __init__(self, backend, port: int = 0, **kwargs) -> None:
-        import threading
-
         from mmx.workflows.serve.server import make_server
 
-        self.server = make_server(backend, "127.0.0.1", port, **kwargs)
+        self.server = make_server(backend, "127.0.0.1", port, **kwargs).start()
         self.url = self.server.url
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.port = self.server.port
+        self.root = self.url.removesuffix("/v1")
 
     def stop(self) -> None:
-        """Stop accepting and close the listening socket: new connections are refused, as after a crash."""
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
+        """Shut down as on SIGTERM: new connections are refused, as after a crash."""
+        self.server.stop()
 
     def __enter__(self) -> LiveServer:
         return self
