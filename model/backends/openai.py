@@ -439,7 +439,11 @@ class OpenAIBackend(Backend):
         `concurrency` requests at once."""
         stops = [s for s in (stop or []) if s]
         if self.api == "chat":
-            return self._fan_out(list(prompts), lambda one, abort: [self._chat_request(one[0], max_new_tokens, stops, abort)])
+
+            def chat(chunk: list[str], abort: threading.Event) -> list[str]:
+                return [self._chat_request(p, max_new_tokens, stops, abort) for p in chunk]
+
+            return self._fan_out(list(prompts), chat)
         as_ids = self.chat is not None  # a template rendered here: send exactly its tokens, no BOS added by the server
         items = [self.prompt_ids(p) for p in prompts] if as_ids else list(prompts)
 

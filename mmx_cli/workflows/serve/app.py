@@ -30,7 +30,7 @@ from mmx.workflows.serve.worker import DeltaDecoder
 
 MAX_BODY_BYTES = 1 << 30  # a 4M-token prompt as token ids is ~40 MB of JSON; this bounds memory, not real requests
 DEFAULT_READ_TIMEOUT = 60.0  # seconds for a request body to arrive
-DISCONNECT_POLL = 0.1  # seconds between checks that a waiting client is still there
+POLL = 0.5  # seconds between checks that the server is stopping (clients that leave are noticed at once)
 
 Log = Callable[[str], None]
 
@@ -41,8 +41,10 @@ def create_app(
     api_key: str | None = None,
     read_timeout: float = DEFAULT_READ_TIMEOUT,
     log: Log | None = None,
+    drain: Drain | None = None,
 ) -> Any:
-    """The ASGI app for `service`, wrapped in the API-key and access-log gate."""
+    """The ASGI app for `service`, wrapped in the API-key and access-log gate; `drain` says when the server stops."""
+    drain = drain or Drain()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -81,13 +83,13 @@ def create_app(
     @endpoint
     async def completions(request: Request) -> Any:
         plan = await _off_loop(service.plan_completion, body_of(request))
-        return await answer(service, request, plan)
+        return await answer(service, request, plan, drain)
 
     @app.post("/v1/chat/completions")
     @endpoint
     async def chat(request: Request) -> Any:
         plan = await _off_loop(service.plan_chat, body_of(request))
-        return await answer(service, request, plan)
+        return await answer(service, request, plan, drain)
 
     return Gate(app, api_key=api_key, log=log)
 
@@ -148,7 +150,8 @@ async def read_json(request: Request, timeout: float) -> dict[str, Any]:
     try:
         raw = await asyncio.wait_for(collect(), timeout)
     except asyncio.TimeoutError:  # noqa: UP041 (not yet the builtin TimeoutError on Python 3.10)
-        raise ApiError(408, f"the request body did not arrive within {timeout:g} s", code="read_timeout") from None
+        message = f"the request body did not arrive within {timeout:g} s"
+        raise ApiError(408, message, code="read_timeout", headers={"Connection": "close"}) from None
     try:
         body = await run_in_threadpool(json.loads, raw or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -158,31 +161,64 @@ async def read_json(request: Request, timeout: float) -> dict[str, Any]:
     return body
 
 
-async def answer(service: ModelService, request: Request, plan: Plan) -> Response:
+class Drain:
+    """The server's shutdown as requests see it: once `stopping()` turns true, running requests get `grace`
+    seconds to finish, then their generations are cancelled and they end with a 503 (or an error event)."""
+
+    def __init__(self, stopping: Callable[[], bool] | None = None, grace: float = 30.0) -> None:
+        self.stopping, self.grace = stopping or (lambda: False), grace
+        self.since: float | None = None
+
+    def overdue(self) -> bool:
+        if not self.stopping():
+            return False
+        if self.since is None:
+            self.since = time.monotonic()
+        return time.monotonic() - self.since >= self.grace
+
+
+SHUTTING_DOWN = ApiError(503, "the server is shutting down", kind="server_error", code="shutting_down")
+
+
+async def answer(service: ModelService, request: Request, plan: Plan, drain: Drain) -> Response:
     """Generate for `plan`: a JSON answer, or an event stream when the request asked for one."""
     cancel = threading.Event()
     if plan.sampling.stream:
-        return stream(service, request, plan, cancel)
-    future = asyncio.wrap_future(service.worker.submit(lambda: service.run(plan, cancel), cancel))
+        return stream(service, plan, cancel, drain)
+    future = _watched(asyncio.wrap_future(service.worker.submit(lambda: service.run(plan, cancel), cancel)))
+    gone = asyncio.ensure_future(_client_gone(request))
     try:
         while not future.done():
-            await asyncio.wait({future}, timeout=DISCONNECT_POLL)
-            if not future.done() and await request.is_disconnected():
+            await asyncio.wait({future, gone}, timeout=POLL, return_when=asyncio.FIRST_COMPLETED)
+            if future.done():
+                break
+            if gone.done():
                 cancel.set()  # the generation stops at its next step; nobody is left to answer
                 return Response(status_code=499)
+            if drain.overdue():
+                cancel.set()
         choices = future.result()
     except GenerationCancelled:
-        return Response(status_code=499)
+        return error_response(SHUTTING_DOWN) if drain.overdue() else Response(status_code=499)
     except asyncio.CancelledError:
         cancel.set()
         raise
+    finally:
+        gone.cancel()
     return JSONResponse(service.response(plan, choices))
 
 
-def stream(service: ModelService, request: Request, plan: Plan, cancel: threading.Event) -> StreamingResponse:
+async def _client_gone(request: Request) -> None:
+    """Return when the client disconnects (its body is read, so the next message can only be the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def stream(service: ModelService, plan: Plan, cancel: threading.Event, drain: Drain) -> StreamingResponse:
     """Server-sent events as OpenAI streams them: chunks as tokens come, a final chunk with `finish_reason`, the usage
     chunk when `stream_options.include_usage`, then `[DONE]`. With `logprobs` the answer comes whole in one chunk,
-    after the log-probabilities are computed. A failure mid-stream is an `error` event before `[DONE]`."""
+    after the log-probabilities are computed. A failure mid-stream is an `error` event before `[DONE]`. A client
+    that leaves cancels the generation (the response is dropped, and with it this generator)."""
     loop = asyncio.get_running_loop()
     tokens: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
     buffered = plan.sampling.logprobs is not None
@@ -191,19 +227,21 @@ def stream(service: ModelService, request: Request, plan: Plan, cancel: threadin
         loop.call_soon_threadsafe(tokens.put_nowait, (row, token))
 
     job = service.worker.submit(lambda: service.run(plan, cancel, None if buffered else on_token), cancel)
-    future = asyncio.wrap_future(job)
+    future = _watched(asyncio.wrap_future(job))
     decoders = [DeltaDecoder(service.backend.tokenizer.decode, plan.sampling.stop) for _ in plan.ids]
 
     async def events() -> AsyncIterator[str]:
+        getter: asyncio.Future[tuple[int, int]] | None = None
         try:
             for chunk in service.opening_chunks(plan):
                 yield sse(chunk)
             while not future.done() or not tokens.empty():
+                if drain.overdue():
+                    cancel.set()
                 if tokens.empty():
-                    getter = asyncio.ensure_future(tokens.get())
-                    await asyncio.wait({getter, future}, return_when=asyncio.FIRST_COMPLETED)
+                    getter = getter if getter is not None and not getter.done() else asyncio.ensure_future(tokens.get())
+                    await asyncio.wait({getter, future}, timeout=POLL, return_when=asyncio.FIRST_COMPLETED)
                     if not getter.done():
-                        getter.cancel()
                         continue
                     row, token = getter.result()
                 else:
@@ -223,15 +261,23 @@ def stream(service: ModelService, request: Request, plan: Plan, cancel: threadin
             cancel.set()
             raise
         except GenerationCancelled:
-            return
+            yield sse(SHUTTING_DOWN.body())
         except Exception as err:
             yield sse(_failure(err).body())
         finally:
+            if getter is not None:
+                getter.cancel()
             if not future.done():
                 cancel.set()
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _watched(future: asyncio.Future[Any]) -> asyncio.Future[Any]:
+    """`future`, with its outcome fetched when it ends even if nobody is left to await it (a client that left)."""
+    future.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return future
 
 
 def sse(payload: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from mmx.errors import MmxError
@@ -33,11 +34,12 @@ try:
 except ImportError:  # the `serve` extra
     raise MmxError("mmx serve needs FastAPI and uvicorn", "pip install 'mmx[serve]'") from None
 
-from mmx.workflows.serve.app import DEFAULT_READ_TIMEOUT, create_app  # noqa: E402 (needs the extra)
+from mmx.workflows.serve.app import DEFAULT_READ_TIMEOUT, Drain, create_app  # noqa: E402 (needs the extra)
 
 BACKLOG = 2048  # connections the kernel holds before they are accepted
 KEEP_ALIVE = 30  # seconds an idle connection stays open (aiohttp pools connections for 15 s, httpx for 5 s)
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+SHUTDOWN_MARGIN = 5.0  # seconds uvicorn waits beyond the grace period before it cancels what is still running
 
 
 def _protocol(read_timeout: float) -> type[H11Protocol]:
@@ -77,7 +79,8 @@ def _protocol(read_timeout: float) -> type[H11Protocol]:
             ]
             try:
                 if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    self.transport.write(self.conn.send(h11.Response(status_code=status, headers=headers)))
+                    head = h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase.encode())
+                    self.transport.write(self.conn.send(head))
                     self.transport.write(self.conn.send(h11.Data(data=body)))
                     self.transport.write(self.conn.send(h11.EndOfMessage()))
             except h11.LocalProtocolError:
@@ -113,14 +116,15 @@ class ModelServer:
     ) -> None:
         self.service = service
         self.socket = _bind(host, port)
-        app = create_app(service, api_key=api_key, read_timeout=read_timeout, log=log)
+        drain = Drain(lambda: self.server.should_exit, shutdown_timeout)
+        app = create_app(service, api_key=api_key, read_timeout=read_timeout, log=log, drain=drain)
         config = uvicorn.Config(
             app,
             log_level="warning",
             access_log=False,
             backlog=BACKLOG,
             timeout_keep_alive=KEEP_ALIVE,
-            timeout_graceful_shutdown=shutdown_timeout,
+            timeout_graceful_shutdown=shutdown_timeout + SHUTDOWN_MARGIN,  # requests end themselves first (Drain)
             http=_protocol(read_timeout),
             ws="none",
             lifespan="on",
