@@ -58,7 +58,7 @@ def _split_model_args(args: dict[str, Any], dtype: str | None) -> tuple[dict[str
         raise MmxError("the dtype is given twice (--dtype and --model-args dtype)", "keep one of them")
     shared = {key: args[key] for key in _SHARED_ARGS if key in args}
     overrides = {key: args.pop(key) for key in (*_ROPE_ARGS, "max_position_embeddings") if key in args}
-    for key in ("local_files_only", "config", "pretrained_model_name_or_path"):
+    for key in ("config", "pretrained_model_name_or_path"):
         if key in args:
             raise MmxError(f"--model-args {key} is set by mmx", f"drop {key} from --model-args")
     return shared, args, overrides

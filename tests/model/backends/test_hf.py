@@ -9,6 +9,7 @@ import torch
 
 from mmx.errors import MmxError
 from mmx.model.backends.base import Prompt, load_backend
+from mmx.model.backends.common import parse_model_args
 
 PROMPTS = [
     "One of the special magic numbers for key-3 is",
@@ -134,3 +135,37 @@ def test_a_directory_without_a_model_is_a_clear_error(tmp_path: Path):
 def test_too_long_prompts_are_refused(hf_backend):
     with pytest.raises(MmxError, match="exceeds the model's context of 4096"):
         hf_backend.generate_tokens([[5] * 4090], 10)
+
+
+def test_models_come_from_the_hub_cache_by_name(hf_dir: Path, tmp_path: Path, monkeypatch):
+    """A model `hf download` put in the hub cache loads by name offline, and records the snapshot it came from."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    commit = "c" * 40
+    snapshot = tmp_path / "hub" / "models--acme--tiny" / "snapshots" / commit
+    shutil.copytree(hf_dir, snapshot)
+    (tmp_path / "hub" / "models--acme--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--acme--tiny" / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    backend = load_backend("hf:acme/tiny", device="cpu")
+    info = backend.describe()
+    assert (info["name"], info["path"], info["revision"]) == ("acme/tiny", str(snapshot), commit)
+    with pytest.raises(MmxError, match=r"not in the local Hugging Face cache \(HF_HUB_OFFLINE is set\).*hf download"):
+        load_backend("hf:acme/absent", device="cpu")
+
+
+def test_model_args_reach_from_pretrained_and_the_config(hf_dir: Path):
+    args = 'attn_implementation=eager,rope_scaling={"rope_type":"linear","factor":2.0},max_position_embeddings=8192'
+    backend = load_backend(f"hf:{hf_dir}", device="cpu", model_args=parse_model_args(args))
+    config = backend.model.config
+    assert config._attn_implementation == "eager" and backend.max_context == 8192
+    rope = config.rope_parameters
+    assert (rope["rope_type"], rope["factor"]) == ("linear", 2.0) and rope["rope_theta"] > 0  # theta kept
+    assert backend.describe()["model_args"]["attn_implementation"] == "eager"
+    with pytest.raises(MmxError, match="dtype is given twice"):
+        load_backend(f"hf:{hf_dir}", device="cpu", dtype="fp32", model_args={"torch_dtype": "float32"})
+    with pytest.raises(MmxError, match="--model-args config is set by mmx"):
+        load_backend(f"hf:{hf_dir}", device="cpu", model_args={"config": "other"})
