@@ -95,7 +95,8 @@ class MmxLM(LM):
 
     Build it from a loaded `backend`, or from a model spec (`model="hf:DIR"`) plus `load_backend` options, which is
     how lm-eval's own `--model mmx --model_args model=...` reaches it. A `tokenizer` there goes to `openai:` backends
-    (which count with it) and is otherwise left to lm-eval's tasks (RULER's read it from the model arguments).
+    (which count with it) and is otherwise left to lm-eval's tasks (RULER's read it from the model arguments). A model
+    built from a spec keeps its own chat template at hand, for `--apply_chat_template`.
     """
 
     def __init__(
@@ -114,10 +115,12 @@ class MmxLM(LM):
             if not model:
                 raise MmxError("the mmx lm-eval model needs a model spec", "pass model_args model=SPEC")
             from mmx.model.backends.base import load_backend
+            from mmx.model.backends.chat import IF_PRESENT
 
             options.pop("max_batch_size", None)  # lm-eval's auto batch search: our backends batch themselves
             if not model.startswith("openai:"):
                 options.pop("tokenizer", None)
+                options.setdefault("chat_template", IF_PRESENT)  # ready for --apply_chat_template; text stays text
             else:
                 options.pop("device", None)  # lm-eval passes its --device to every model; a server places its own
             options["device"] = _usable_device(options.get("device"))
