@@ -10,7 +10,7 @@ under `no_grad` rather than `inference_mode`, so a cache filled here can be fed 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,6 +31,33 @@ PROBE_TOKENS = 2048  # tokens of the probe chunk `activations_per_token` measure
 # Hidden-width vectors alive per token during a layer: residual, norms, q/k/v/gate/out projections, attention output;
 # a deliberate over-estimate, used where nothing was measured (a CPU).
 ACTIVATION_VECTORS = 24
+
+
+class GenerationCancelled(Exception):
+    """Raised inside a generation whose `GenerationHook` says the caller no longer wants the answer."""
+
+
+class GenerationHook:
+    """How a caller follows and stops a generation between steps (a server streaming tokens to a client, and
+    dropping the work when that client leaves): `on_token(row, token_id)` hears each new token as it is chosen, and
+    `cancelled()` is asked before every prefill chunk and decode step; when it answers True, the generation raises
+    `GenerationCancelled`. Both are cheap calls between steps, never inside one."""
+
+    def __init__(
+        self,
+        on_token: Callable[[int, int], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> None:
+        self.on_token, self.cancelled = on_token, cancelled
+
+    def token(self, row: int, token: int) -> None:
+        if self.on_token is not None:
+            self.on_token(row, token)
+
+    def check(self) -> None:
+        """Raise `GenerationCancelled` if the caller has given up."""
+        if self.cancelled is not None and self.cancelled():
+            raise GenerationCancelled()
 
 
 def activation_bytes(config: MiniMaxConfig, elem_bytes: int) -> int:
@@ -92,9 +119,14 @@ def measured_chunk(model: MiniMaxForCausalLM) -> tuple[int, int]:
 
 @torch.no_grad()
 def prefill(
-    model: MiniMaxForCausalLM, input_ids: torch.Tensor, cache: ModelCache, chunk_size: int = DEFAULT_CHUNK
+    model: MiniMaxForCausalLM,
+    input_ids: torch.Tensor,
+    cache: ModelCache,
+    chunk_size: int = DEFAULT_CHUNK,
+    hook: GenerationHook | None = None,
 ) -> torch.Tensor:
-    """Feed input_ids [B, T] (T ≥ 1) into `cache` in chunks; return the logits after the last token [B, V].
+    """Feed input_ids [B, T] (T ≥ 1) into `cache` in chunks; return the logits after the last token [B, V]. `hook`
+    may cancel between chunks.
 
     Chunks end at the multiples of `chunk_size` of the sequence position (rows of one length) or every `chunk_size`
     tokens of the input (rows of several lengths)."""
@@ -108,6 +140,8 @@ def prefill(
     logits = None
     start = 0
     while start < T:
+        if hook is not None:
+            hook.check()
         end = min(T, start + chunk_size - (held + start) % chunk_size)
         logits = model(input_ids[:, start:end], cache=cache, logits_to_keep=1)
         start = end
@@ -149,7 +183,11 @@ def _sync(device: torch.device) -> None:
 
 
 def _prefill_alone(
-    model: MiniMaxForCausalLM, prompts: list[list[int]], extra: int, chunk_size: int
+    model: MiniMaxForCausalLM,
+    prompts: list[list[int]],
+    extra: int,
+    chunk_size: int,
+    hook: GenerationHook | None = None,
 ) -> tuple[ModelCache, list[torch.Tensor]]:
     """Each prompt prefilled from an empty cache, into one batch cache of len(prompts) rows."""
     cache = model.new_cache(len(prompts))
@@ -157,7 +195,7 @@ def _prefill_alone(
     first = []
     for row, prompt in enumerate(prompts):
         own = cache if len(prompts) == 1 else model.new_cache(1)  # a lone prompt needs no second copy of its K/V
-        first.append(prefill(model, torch.tensor([prompt], device=model.device), own, chunk_size))
+        first.append(prefill(model, torch.tensor([prompt], device=model.device), own, chunk_size, hook))
         if own is not cache:
             cache.load_row(row, own)
     return cache, first
@@ -194,13 +232,14 @@ def generate(
     chunk_size: int = DEFAULT_CHUNK,
     walker: PrefixWalker | None = None,
     stats: GenerateStats | None = None,
+    hook: GenerationHook | None = None,
 ) -> list[list[int]]:
     """Greedy continuations of `prompts` (new tokens only, any stop id or stop sequence excluded).
 
     Without `walker`, each prompt is prefilled alone; with one, prompts go through it, so beginnings they share with
     each other (or with the prompts it walked before) are prefilled once. Then all rows decode together with their
     own positions and masked K/V lengths, so a batch gives exactly the tokens one-at-a-time generation gives.
-    `stats`, when given, is filled in.
+    `stats`, when given, is filled in. `hook` hears each token as it is chosen and may cancel between steps.
     """
     if any(not p for p in prompts):
         raise ValueError("every prompt needs at least one token")
@@ -211,14 +250,16 @@ def generate(
         return [[] for _ in prompts]
     started = time.perf_counter()
     if walker is None:
-        cache, first = _prefill_alone(model, prompts, max_new_tokens, chunk_size)
+        cache, first = _prefill_alone(model, prompts, max_new_tokens, chunk_size, hook)
     else:
+        if hook is not None:
+            hook.check()
         cache, first = _prefill_walking(model, prompts, max_new_tokens, walker, stats)
     next_tokens = torch.cat(first).argmax(dim=-1)  # [B]
     _sync(model.device)  # the decode loop's first read waits for this anyway
     decoding = time.perf_counter()
     stats.prefill_s = decoding - started
-    outputs = _decode(model, cache, next_tokens, len(prompts), max_new_tokens, set(stop_ids), stop_sequences)
+    outputs = _decode(model, cache, next_tokens, len(prompts), max_new_tokens, set(stop_ids), stop_sequences, hook)
     stats.decode_s = time.perf_counter() - decoding
     return outputs
 
@@ -273,6 +314,7 @@ def _decode(
     max_new_tokens: int,
     stops: set[int],
     stop_sequences: Sequence[Sequence[int]],
+    hook: GenerationHook | None = None,
 ) -> list[list[int]]:
     """Greedy steps from the first tokens `next_tokens` [B] until every row stopped or has `max_new_tokens`. On CUDA
     the steps replay a graph (`FixedDecoder`) when there are a few to take; elsewhere each is a plain forward."""
@@ -286,12 +328,16 @@ def _decode(
             if done[row]:
                 continue
             outputs[row].append(token)
+            if hook is not None:
+                hook.token(row, token)
             cut = _stop_at(outputs[row], stops, stop_sequences)
             if cut is not None:
                 del outputs[row][cut:]
                 done[row] = True
         if all(done) or taken == max_new_tokens - 1:
             break
+        if hook is not None:
+            hook.check()
         next_tokens = step(next_tokens)
     return outputs
 
@@ -326,3 +372,36 @@ def token_logprobs(
         logprobs += scores.gather(1, targets[:, None])[:, 0].tolist()
         greedy += (scores.argmax(dim=-1) == targets).tolist()
     return logprobs, greedy
+
+
+@torch.no_grad()
+def token_scores(
+    model: MiniMaxForCausalLM, input_ids: Sequence[int], start: int, top_k: int, chunk_size: int = DEFAULT_CHUNK
+) -> list[tuple[float, bool, list[tuple[int, float]]]]:
+    """For t in [start, len(input_ids)): (log p(input_ids[t] | input_ids[:t]), whether it is the greedy choice, the
+    `top_k` most likely (id, log p) best first) — what an OpenAI-style `logprobs` answer reports. Streams through the
+    cache in chunks like `token_logprobs`."""
+    if not 1 <= start <= len(input_ids):
+        raise ValueError(f"start must be in 1..{len(input_ids)} (the first token has no prediction), got {start}")
+    ids = torch.tensor([list(input_ids)], device=model.device)  # [1, N]
+    cache = model.new_cache(1)
+    cache.reserve(ids.shape[1])
+    scores: list[tuple[float, bool, list[tuple[int, float]]]] = []
+    fed = ids.shape[1] - 1
+    for begin in range(0, fed, chunk_size):
+        end = min(begin + chunk_size, fed)
+        keep = end - max(begin, start - 1)
+        logits = model(ids[:, begin:end], cache=cache, logits_to_keep=max(keep, 1))
+        if keep <= 0:
+            continue
+        targets = ids[0, end - keep + 1 : end + 1]  # [keep]
+        logprobs = torch.log_softmax(logits[0, -keep:].float(), dim=-1)  # [keep, V]
+        picked = logprobs.gather(1, targets[:, None])[:, 0].tolist()
+        greedy = (logprobs.argmax(dim=-1) == targets).tolist()
+        if top_k > 0:
+            values, indices = logprobs.topk(min(top_k, logprobs.shape[-1]), dim=-1)  # [keep, k]
+            tops = [list(zip(i, v, strict=True)) for i, v in zip(indices.tolist(), values.tolist(), strict=True)]
+        else:
+            tops = [[] for _ in picked]
+        scores += list(zip(picked, greedy, tops, strict=True))
+    return scores

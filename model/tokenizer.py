@@ -1,8 +1,11 @@
-"""Tokenizers of native models: the byte-level one (UTF-8 bytes plus three special ids, no downloaded vocabulary)
-and a checkpoint's own `tokenizer.json`."""
+"""Tokenizers: the byte-level one of native models (UTF-8 bytes plus three special ids, no downloaded vocabulary), a
+checkpoint's own `tokenizer.json`, a transformers tokenizer behind the same protocol, and a stated estimate for
+servers that neither count tokens for us nor name a tokenizer."""
 
 from __future__ import annotations
 
+import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,10 @@ class JsonTokenizer:
         """Text of `ids`, special tokens dropped."""
         return self._tok.decode(ids, skip_special_tokens=True)
 
+    def token_text(self, token_id: int) -> str | None:
+        """How token `token_id` is written in text (a special token's name, e.g. `<s>`)."""
+        return self._tok.id_to_token(token_id)
+
     def describe(self) -> dict[str, object]:
         """What a run records about its tokenizer."""
         return {"type": "tokenizer.json", "path": str(self.path), "vocab_size": self._tok.get_vocab_size()}
@@ -84,3 +91,37 @@ class HFTokenizer:
     def describe(self) -> dict[str, Any]:
         """What a run records about its tokenizer."""
         return {"type": "hf", "class": type(self.tok).__name__, "vocab_size": len(self.tok)}
+
+
+class EstimatedTokenizer:
+    """A stand-in that estimates token counts where no real tokenizer is available (a server without `/tokenize`,
+    and no `--tokenizer`). Text splits like a subword tokenizer's pre-tokenizer — a word with its leading space, in
+    pieces of at most `WORD_PIECE` letters; each digit, punctuation mark and line break apart — which counts a little
+    more than real English BPE tokenizers do, so prompts sized with it err short rather than overflow. Decoding is
+    exact for text it encoded. Runs that use it say so (`describe()["type"] == "estimate"`)."""
+
+    WORD_PIECE = 4
+    _PIECES = re.compile(rf" ?[^\W\d_]{{1,{WORD_PIECE}}}|\d| ?[^\w\s]|\n|[^\S\n]+|_")
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+        self._pieces: list[str] = []
+        self._lock = threading.Lock()
+
+    def encode(self, text: str) -> list[int]:
+        ids = []
+        for piece in self._PIECES.findall(text):
+            found = self._ids.get(piece)
+            if found is None:
+                with self._lock:
+                    found = self._ids.setdefault(piece, len(self._pieces))
+                    if found == len(self._pieces):
+                        self._pieces.append(piece)
+            ids.append(found)
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self._pieces[i] for i in ids if 0 <= i < len(self._pieces))
+
+    def describe(self) -> dict[str, object]:
+        return {"type": "estimate", "rule": f"words in pieces of <= {self.WORD_PIECE} letters, digits and marks apart"}

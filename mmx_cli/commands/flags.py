@@ -12,13 +12,26 @@ BATCH_SIZE = typer.Option(
 )
 MAX_CONTEXT = typer.Option(None, "--max-context", help="Override the model's context length in tokens.")
 CHAT_TEMPLATE = typer.Option(
-    None, "--chat-template", help="hf: wrap prompts in a chat template: `tokenizer` (the model's own) or a Jinja file."
+    None,
+    "--chat-template",
+    help="Lay prompts out as a chat: auto (the model's own template), none, or a Jinja file. The context is the user "
+    "turn; the answer prefix opens the assistant turn.",
+)
+SYSTEM_PROMPT = typer.Option(None, "--system-prompt", help="A system turn before each chat prompt.")
+MODEL_ARGS = typer.Option(
+    None,
+    "--model-args",
+    help="hf: key=value,... for from_pretrained (trust_remote_code, attn_implementation, device_map, revision, "
+    'rope_scaling={"rope_type":"yarn","factor":4.0}, max_position_embeddings).',
+)
+API = typer.Option(
+    None, "--api", help="openai: completions or chat (default: what the server says, chat for --chat-template auto)."
 )
 TOKENIZER = typer.Option(
     None,
     "--tokenizer",
-    help="openai: how to count tokens: a local HF tokenizer dir, `byte`, or `remote` (the server's /tokenize; "
-    "the default when the server has it).",
+    help="openai: how to count tokens: a local HF tokenizer (dir or name), `byte`, `remote` (the server's /tokenize; "
+    "the default when the server has it), or `estimate` (the default otherwise).",
 )
 API_MODEL = typer.Option(None, "--api-model", help="openai: the model name to request (default: the server's first).")
 CONCURRENCY = typer.Option(None, "--concurrency", help="openai: requests in flight at once (default: 4).")

@@ -12,6 +12,10 @@ written once: `loglikelihood` on top of `loglikelihood_tokens` (as lm-eval's `Te
 
 `prefill_scope(prompts)` announces the prompts of the `generate` calls that follow (a sweep cell): a backend that can
 prefills the beginnings they share once, and says per call what it prefilled; the default does neither.
+
+Prompts are text. A `Prompt` is text too (the user text joined with the start of the answer, so a text-completion
+backend needs nothing new), but it also keeps the two apart: a backend with a chat format (`chat`, a `ChatTemplate`)
+lays it out as a user turn followed by an assistant turn that begins with the answer prefix and is left open.
 """
 
 from __future__ import annotations
@@ -39,6 +43,26 @@ class Tokenizer(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
+class Prompt(str):
+    """A prompt whose answer has begun: `user` (instruction and context) and `answer_prefix` (the first words of the
+    reply). As a string it is the two joined, which is what a text-completion model continues; a chat backend puts
+    `user` in the user turn and `answer_prefix` at the start of the assistant turn instead."""
+
+    user: str
+    answer_prefix: str
+
+    def __new__(cls, user: str, answer_prefix: str = "") -> Prompt:
+        self = super().__new__(cls, user + answer_prefix)
+        self.user, self.answer_prefix = user, answer_prefix
+        return self
+
+    def __reduce__(self) -> tuple[type[Prompt], tuple[str, str]]:
+        return (Prompt, (self.user, self.answer_prefix))
+
+    def __repr__(self) -> str:
+        return f"Prompt({self.user!r}, answer_prefix={self.answer_prefix!r})"
+
+
 class TokenScore(NamedTuple):
     """One scored position: log P(token | prefix), whether it is the argmax, and the `top` best (id, logprob)."""
 
@@ -61,13 +85,16 @@ class PrefillLog:
 class Backend(ABC):
     """A model under test. `generate` is greedy; `describe` is recorded in every run's `run.json`.
 
-    `max_context` is the longest input + output in tokens (None: unknown, as for a server that does not say), and
-    `prefix_ids` the ids the model reads before a text prompt (usually BOS).
+    `max_context` is the longest input + output in tokens (None: unknown, as for a server that does not say),
+    `prefix_ids` the ids the model reads before a text prompt (usually BOS), and `chat` the chat format a `Prompt` is
+    laid out in (None: prompts are plain text).
     """
 
     tokenizer: Tokenizer
     max_context: int | None
     prefix_ids: list[int]
+    chat: Any = None  # a mmx.model.backends.chat.ChatTemplate when prompts are laid out as a conversation
+    vocab_size: int | None = None  # token ids the model embeds (None: unknown, as for a server)
 
     @abstractmethod
     def generate(self, prompts: list[str], max_new_tokens: int, stop: list[str] | None = None) -> list[str]:
@@ -81,9 +108,51 @@ class Backend(ABC):
         """For each (context, continuation): the continuation's summed log-probability and whether it is greedy."""
         return self.loglikelihood_tokens([self.split_pair(context, cont) for context, cont in pairs])
 
-    def prompt_ids(self, text: str) -> list[int]:
-        """The token ids the model reads for a text prompt."""
-        return list(self.prefix_ids) + self.tokenizer.encode(text)
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The token ids the model reads for `prompt`: a `Prompt` through the chat format when there is one, any other
+        text after the backend's prefix (BOS)."""
+        if isinstance(prompt, Prompt) and self.chat is not None:
+            messages, open_end = self.chat.messages(prompt)
+            return self.chat_ids(messages, continue_final=open_end)
+        return list(self.prefix_ids) + self.tokenizer.encode(prompt)
+
+    def prompt_length(self, prompt: str) -> int:
+        """How many tokens the model reads for `prompt` (a backend that cannot list them may count them)."""
+        return len(self.prompt_ids(prompt))
+
+    def chat_ids(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        continue_final: bool = False,
+        add_generation_prompt: bool | None = None,
+    ) -> list[int]:
+        """The token ids of a conversation laid out by the chat template: the template decides about BOS, as
+        `transformers` and vLLM do. `continue_final` leaves the last message open (no end of turn after it);
+        otherwise a new assistant turn is opened unless `add_generation_prompt` is False."""
+        return self.tokenizer.encode(self._render_chat(messages, continue_final, add_generation_prompt))
+
+    def chat_text(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        continue_final: bool = False,
+        add_generation_prompt: bool | None = None,
+    ) -> str:
+        """A conversation as text for `generate`, which puts `prefix_ids` first: a leading BOS the template writes is
+        left out, so the model reads it once."""
+        text = self._render_chat(messages, continue_final, add_generation_prompt)
+        bos = self.chat.bos_token
+        if self.prefix_ids and bos and text.startswith(bos):
+            text = text[len(bos) :]
+        return text
+
+    def _render_chat(
+        self, messages: list[dict[str, str]], continue_final: bool, add_generation_prompt: bool | None = None
+    ) -> str:
+        if self.chat is None:
+            raise MmxError("this model has no chat template", "pass --chat-template auto (the model's own) or FILE")
+        return self.chat.render(messages, continue_final=continue_final, add_generation_prompt=add_generation_prompt)
 
     def split_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """Token ids of a (context, continuation) pair the way lm-eval splits them: trailing spaces of the context go
@@ -108,9 +177,10 @@ class Backend(ABC):
     # --- optional token-level capabilities (see `supports`) ------------------------------------------------------
 
     def generate_tokens(
-        self, prompts: list[list[int]], max_new_tokens: int, stop: list[str] | None = None
+        self, prompts: list[list[int]], max_new_tokens: int, stop: list[str] | None = None, *, hook: Any = None
     ) -> list[list[int]]:
-        """Greedy new token ids for token-id prompts taken as the model's whole input."""
+        """Greedy new token ids for token-id prompts taken as the model's whole input. `hook` (a
+        `mmx.model.generate.GenerationHook`) hears each token as it is chosen and may cancel between steps."""
         raise NotImplementedError(f"{type(self).__name__} does not generate from token ids")
 
     def loglikelihood_tokens(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:

@@ -1,7 +1,9 @@
-"""Helpers the backends share: devices and dtypes by name, stop strings, and the check of a backend's options."""
+"""Helpers the backends share: devices and dtypes by name, stop strings, `--model-args`, and the check of a backend's
+options."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -61,6 +63,54 @@ def cut_at_stop(text: str, stops: Iterable[str]) -> str:
     return text[: min(ends)] if ends else text
 
 
+def parse_model_args(text: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """`--model-args`: a JSON object, or `key=value,...` where each value is read as JSON when it parses (true, 4,
+    {"rope_type": "yarn", "factor": 4.0}) and as a string otherwise; commas inside brackets or quotes do not split."""
+    if text is None:
+        return {}
+    if isinstance(text, Mapping):
+        return dict(text)
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            hint = "write key=value,... or a JSON object"
+            raise MmxError(f"--model-args is not valid JSON ({err.msg})", hint) from None
+        if not isinstance(value, dict):
+            raise MmxError("--model-args must be a JSON object", "write key=value,... or a JSON object")
+        return value
+    args: dict[str, Any] = {}
+    for item in _split_top_level(text):
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise MmxError(f"bad --model-args item {item!r}", "write key=value,... e.g. trust_remote_code=true")
+        try:
+            args[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            args[key.strip()] = raw.strip()
+    return args
+
+
+def _split_top_level(text: str) -> list[str]:
+    """`text` split at commas outside brackets and quotes, empty items dropped."""
+    items, depth, quote, start = [], 0, "", 0
+    for at, char in enumerate(text):
+        if quote:
+            quote = "" if char == quote and text[at - 1] != "\\" else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+        elif char == "," and depth == 0:
+            items.append(text[start:at])
+            start = at + 1
+    items.append(text[start:])
+    return [item.strip() for item in items if item.strip()]
+
+
 def check_options(options: Mapping[str, Any], known: Iterable[str], kind: str) -> dict[str, Any]:
     """The options a backend of `kind` takes (None values dropped); any other is one MmxError naming the valid ones."""
     accepted = sorted(known)
@@ -78,7 +128,10 @@ def backend_options(
     batch_size: int | None = None,
     max_context: int | None = None,
     chat_template: str | None = None,
+    system_prompt: str | None = None,
+    model_args: str | None = None,
     tokenizer: str | None = None,
+    api: str | None = None,
     api_model: str | None = None,
     concurrency: int | None = None,
     timeout: float | None = None,
@@ -101,13 +154,18 @@ def backend_options(
         raise MmxError(f"bad --timeout {timeout}", "use a positive number of seconds")
     if quantize_experts not in (None, "none", "fp8", "int8"):
         raise MmxError(f"unknown --quantize-experts {quantize_experts!r}", "use none, fp8 or int8")
+    if api is not None and api not in ("auto", "completions", "chat"):
+        raise MmxError(f"bad --api {api!r}", "use completions, chat, or auto")
     chosen = {
         "device": None if device == "auto" else device,
         "dtype": None if dtype == "auto" else dtype,
         "batch_size": batch_size,
         "max_context": max_context,
         "chat_template": chat_template,
+        "system_prompt": system_prompt or None,
+        "model_args": parse_model_args(model_args) or None,
         "tokenizer": tokenizer,
+        "api": None if api == "auto" else api,
         "model": api_model,
         "concurrency": concurrency,
         "timeout": timeout,

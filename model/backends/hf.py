@@ -1,8 +1,12 @@
-"""`hf:PATH_OR_NAME`: a transformers causal LM from a local directory or the local Hugging Face cache, never downloaded.
+"""`hf:PATH_OR_NAME`: a transformers causal LM from a local directory or the Hugging Face Hub (downloaded when online,
+from the local cache when `HF_HUB_OFFLINE` is set).
 
-The model brings its own tokenizer. Prompts get the special tokens the tokenizer puts before text (usually BOS), or go
-through a chat template when one is asked for. Generation is greedy and batched with left padding; log-likelihoods
-score only the positions asked for (`logits_to_keep`), so a long context does not cost a `[T, vocab]` logits tensor.
+The model brings its own tokenizer. Text prompts get the special tokens the tokenizer puts before text (usually BOS);
+with `chat_template` a `Prompt` is laid out as a conversation by transformers' own `apply_chat_template`, the answer
+prefix opening the assistant turn. `model_args` go to `from_pretrained` (trust_remote_code, attn_implementation,
+device_map, dtype, revision) or, for rope scaling and the context length, into the model's config. Generation is
+greedy and batched with left padding; log-likelihoods score only the positions asked for (`logits_to_keep`), so a long
+context does not cost a `[T, vocab]` logits tensor.
 
 It implements every optional token-level method of `Backend` (`generate_tokens`, `loglikelihood_tokens`,
 `score_tokens`), which `mmx serve` and the lm-eval adapter use.
@@ -14,19 +18,18 @@ prompt shares with the last, so a shared beginning is prefilled once; others gen
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from mmx.errors import MmxError
 from mmx.model.backends.base import Backend, PrefillLog, TokenScore, register_backend
+from mmx.model.backends.chat import build_chat, hf_renderer
 from mmx.model.backends.common import check_options, cut_at_stop, dtype_name, resolve_device, resolve_dtype
-from mmx.model.hub import resolve_local
+from mmx.model.hub import cached_snapshot, load_failure, locate
 from mmx.model.tokenizer import HFTokenizer
 
 # Config fields that hold the trained context length, in the order transformers models use them.
@@ -34,7 +37,9 @@ _CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_lengt
 DEFAULT_CONTEXT = 2048  # when neither config nor tokenizer states one (lm-eval's fallback too)
 DEFAULT_BATCH_SIZE = 8
 _CUDA_MAX_BATCH = 64
-_CHAT_FROM_TOKENIZER = ("auto", "default", "tokenizer", "true")
+# --model-args that the tokenizer needs as well as the model
+_SHARED_ARGS = ("trust_remote_code", "revision", "token", "cache_dir", "subfolder")
+_ROPE_ARGS = ("rope_scaling", "rope_parameters")
 
 
 def _max_context(config: Any, tok: Any) -> int:
@@ -49,20 +54,40 @@ def _max_context(config: Any, tok: Any) -> int:
     return DEFAULT_CONTEXT
 
 
-def _chat_template(option: str | bool | None, tok: Any) -> tuple[str | None, dict[str, Any] | None]:
-    """The Jinja template to wrap prompts in, and how a run records it: the tokenizer's own, or a file's."""
-    if option in (None, False, "", "none", "false"):
-        return None, None
-    if option is True or str(option).lower() in _CHAT_FROM_TOKENIZER:
-        if not getattr(tok, "chat_template", None):
-            raise MmxError("this tokenizer has no chat template", "pass --chat-template FILE with a Jinja template")
-        template, source = tok.chat_template, "tokenizer"
-    else:
-        path = Path(str(option)).expanduser()
-        if not path.is_file():
-            raise MmxError(f"chat template {path} not found", "pass a Jinja file, or `tokenizer` for the model's own")
-        template, source = path.read_text(), str(path)
-    return template, {"source": source, "sha256": hashlib.sha256(template.encode()).hexdigest()[:16]}
+def _split_model_args(args: dict[str, Any], dtype: str | None) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """`--model-args` as (tokenizer kwargs, model kwargs, config overrides). `torch_dtype` is transformers' old name
+    for `dtype`; giving a dtype both ways is refused."""
+    args = dict(args)
+    if "torch_dtype" in args:
+        args["dtype"] = args.pop("torch_dtype")
+    if "dtype" in args and dtype is not None:
+        raise MmxError("the dtype is given twice (--dtype and --model-args dtype)", "keep one of them")
+    shared = {key: args[key] for key in _SHARED_ARGS if key in args}
+    overrides = {key: args.pop(key) for key in (*_ROPE_ARGS, "max_position_embeddings") if key in args}
+    for key in ("config", "pretrained_model_name_or_path"):
+        if key in args:
+            raise MmxError(f"--model-args {key} is set by mmx", f"drop {key} from --model-args")
+    return shared, args, overrides
+
+
+def _configured(source: str, shared: dict[str, Any], overrides: dict[str, Any]) -> Any:
+    """The model's config with rope scaling merged into its rope parameters (so `rope_theta` survives, which
+    passing `rope_scaling=` to `from_pretrained` would drop) and a new context length; None when nothing changes."""
+    if not overrides:
+        return None
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source, **shared)
+    rope = next((overrides[key] for key in _ROPE_ARGS if key in overrides), None)
+    if rope is not None:
+        if not isinstance(rope, dict):
+            example = 'rope_scaling={"rope_type":"yarn","factor":4.0}'
+            raise MmxError("--model-args rope_scaling must be a JSON object", f"e.g. {example}")
+        current = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+        config.rope_parameters = {**current, **rope}
+    if "max_position_embeddings" in overrides:
+        config.max_position_embeddings = int(overrides["max_position_embeddings"])
+    return config
 
 
 class HFBackend(Backend):
@@ -76,29 +101,59 @@ class HFBackend(Backend):
         dtype: str | None = None,
         batch_size: int | None = None,
         chat_template: str | bool | None = None,
+        system_prompt: str | None = None,
         max_context: int | None = None,
+        model_args: dict[str, Any] | None = None,
     ) -> None:
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers.utils import logging as hf_logging
         except ImportError:
             raise MmxError("hf: models need the transformers package", "pip install 'mmx[hf]'") from None
-        path, revision = resolve_local(name_or_path)
+        local = locate(name_or_path)
+        source = str(local) if local is not None else name_or_path
         self.spec = f"hf:{name_or_path}"
-        self.name = name_or_path if revision else path.name
-        self.path, self.revision = path, revision
+        self.model_args = dict(model_args or {})
+        shared, kwargs, overrides = _split_model_args(self.model_args, dtype)
+        placed = "device_map" in kwargs  # accelerate places the weights; mmx does not move them
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        self.dtype = resolve_dtype(kwargs.pop("dtype", dtype), self.device)
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # transformers' loading bars would interleave with mmx's own output
         try:
-            tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=self.dtype)
-        except (OSError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise MmxError(f"cannot load a causal LM from {path}: {first}", "check the directory's files") from None
-        self.model = model.to(self.device).eval()
+            tok = AutoTokenizer.from_pretrained(source, **shared)
+            config = _configured(source, shared, overrides)
+            if config is not None:
+                kwargs["config"] = config
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=self.dtype, **kwargs)
+        except (OSError, ValueError, ImportError) as err:
+            if "accelerate" in str(err):
+                raise MmxError(
+                    "--model-args device_map needs the accelerate package", "pip install accelerate"
+                ) from err
+            raise load_failure(name_or_path, err, "causal LM") from None
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
+        snapshot = None if local is not None else cached_snapshot(name_or_path, shared.get("revision"))
+        self.path = local if local is not None else snapshot[0] if snapshot else None
+        self.revision = snapshot[1] if snapshot else None
+        self.name = local.name if local is not None else name_or_path
+        self.model = (model if placed else model.to(self.device)).eval()
+        if placed:
+            self.device = next(self.model.parameters()).device
         self.tokenizer = HFTokenizer(tok)
+        self.vocab_size = self.model.get_input_embeddings().num_embeddings
         self.batch_size = max(1, int(batch_size or DEFAULT_BATCH_SIZE))
         self.max_context = int(max_context or _max_context(model.config, tok))
-        self.template, self.template_info = _chat_template(chat_template, tok)
+        self.chat = build_chat(
+            chat_template,
+            own=getattr(tok, "chat_template", None),
+            renderer=lambda template: hf_renderer(tok, template),
+            system=system_prompt,
+            bos_token=tok.bos_token,
+            where="this model's tokenizer",
+        )
         self.prefix_ids: list[int] = tok("", add_special_tokens=True)["input_ids"]
         eos = model.generation_config.eos_token_id
         eos = tok.eos_token_id if eos is None else eos
@@ -112,15 +167,6 @@ class HFBackend(Backend):
         self._shared: _SharedCache | None = None  # an open prefill scope
 
     # --- text-level Backend protocol -------------------------------------------------------------------------------
-
-    def prompt_ids(self, text: str) -> list[int]:
-        """What the model reads for `text`: the chat template's rendering, or the tokenizer's prefix then the text."""
-        if self.template is None:
-            return self.prefix_ids + self.tokenizer.encode(text)
-        rendered = self.tokenizer.tok.apply_chat_template(
-            [{"role": "user", "content": text}], chat_template=self.template, tokenize=False, add_generation_prompt=True
-        )
-        return self.tokenizer.encode(rendered)  # a rendered template carries its own BOS
 
     def generate(self, prompts: list[str], max_new_tokens: int, stop: list[str] | None = None) -> list[str]:
         """Greedy continuations, cut before the first stop string or EOS."""
@@ -136,13 +182,14 @@ class HFBackend(Backend):
             "name": self.name,
             "backend": "hf",
             "random_weights": False,
-            "path": str(self.path),
+            "path": str(self.path) if self.path is not None else None,
             "revision": self.revision,
+            "model_args": self.model_args or None,
             "model_type": getattr(config, "model_type", None),
             "architectures": getattr(config, "architectures", None),
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "tokenizer": self.tokenizer.describe(),
-            "chat_template": self.template_info,
+            "chat_template": self.chat.describe() if self.chat is not None else None,
             "max_context": self.max_context,
             "dtype": dtype_name(self.dtype),
             "device": str(self.device),
@@ -167,11 +214,12 @@ class HFBackend(Backend):
 
     @torch.inference_mode()
     def generate_tokens(
-        self, prompts: list[list[int]], max_new_tokens: int, stop: list[str] | None = None
+        self, prompts: list[list[int]], max_new_tokens: int, stop: list[str] | None = None, *, hook: Any = None
     ) -> list[list[int]]:
         """Greedy new token ids for token-id prompts taken as the model's whole input, in batches of similar lengths.
-        A row ends before EOS, or with the token that completes a stop string (callers cut the text there)."""
-        from transformers import GenerationConfig
+        A row ends before EOS, or with the token that completes a stop string (callers cut the text there). `hook`
+        hears each token as it is chosen and may cancel between steps."""
+        from transformers import GenerationConfig, StoppingCriteriaList
 
         stops = [s for s in (stop or []) if s]
         for ids in prompts:
@@ -194,11 +242,15 @@ class HFBackend(Backend):
         outputs: list[list[int]] = [[] for _ in prompts]
         for batch in self._batches([p or self.start_ids for p in prompts]):
             input_ids, mask = self._left_pad([ids for _, ids in batch])  # [B, L] each
+            watch = [] if hook is None else [_StepWatch(hook, [index for index, _ in batch], self.eos_ids)]
+            if hook is not None:
+                hook.check()
             generated = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=mask,
                 generation_config=config,
                 tokenizer=self.tokenizer.tok if stops else None,
+                stopping_criteria=StoppingCriteriaList(watch),
             )
             new = generated[:, input_ids.shape[1] :].tolist()  # [B, new tokens]
             for (index, _), ids in zip(batch, new, strict=True):
@@ -353,9 +405,30 @@ class _SharedCache:
         return outputs
 
 
+class _StepWatch:
+    """A transformers stopping criterion that never stops generation itself: after each step it hands the new token
+    of every unfinished row to the hook (by prompt index) and lets the hook cancel."""
+
+    def __init__(self, hook: Any, rows: list[int], eos_ids: list[int]) -> None:
+        self.hook, self.rows, self.eos = hook, rows, set(eos_ids)
+        self.finished: set[int] = set()
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        for position, token in enumerate(input_ids[:, -1].tolist()):  # the token each row just chose
+            if position in self.finished:
+                continue
+            if token in self.eos:
+                self.finished.add(position)
+                continue
+            self.hook.token(self.rows[position], token)
+        self.hook.check()
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
 def from_spec(rest: str, **options: Any) -> HFBackend:
-    """`hf:PATH_OR_NAME` with options device, dtype, batch_size, chat_template, max_context."""
-    known = ("device", "dtype", "batch_size", "chat_template", "max_context")
+    """`hf:PATH_OR_NAME` with options device, dtype, batch_size, chat_template, system_prompt, max_context,
+    model_args."""
+    known = ("device", "dtype", "batch_size", "chat_template", "system_prompt", "max_context", "model_args")
     return HFBackend(rest, **check_options(options, known, "hf: models"))
 
 

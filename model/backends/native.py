@@ -3,7 +3,12 @@
 Registers three spec prefixes: a bare name (weights shipped in `model/weights/<name>/`, e.g. the embedded default
 `mmx-mini`), `mmx:PATH` (a checkpoint directory written by `save_pretrained` or an original MiniMax one), and
 `random:PRESET[:SEED]` (random weights, for smoke tests and speed). Generation is greedy; prompts start with BOS and
-stop at EOS when the config names them, which is how `mmx train` lays out its documents.
+stop at EOS when the config names them, which is how `mmx train` lays out its documents. A checkpoint that keeps a chat
+template beside its tokenizer (`chat_template.jinja`, or `chat_template` in `tokenizer_config.json`) formats prompts
+as a conversation with `chat_template="auto"`; any model takes a Jinja file.
+
+It implements the token-level methods `generate_tokens`, `loglikelihood_tokens` and `score_tokens`, so `mmx serve`
+streams its tokens and reports their log-probabilities.
 
 Prompts that begin alike are prefilled through a `PrefixWalker` (`mmx.model.prefix`): their common beginning once,
 then each one's own rest. Within one `generate` call that happens by itself; a `prefill_scope` over a whole sweep cell
@@ -23,10 +28,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mmx.errors import MmxError
-from mmx.model.backends.base import Backend, PrefillLog, register_backend
+from mmx.model.backends.base import Backend, PrefillLog, TokenScore, register_backend
+from mmx.model.backends.chat import build_chat, checkpoint_template, jinja_renderer
 from mmx.model.backends.common import check_options, cut_at_stop, dtype_name, resolve_device, resolve_dtype
 from mmx.model.config import PRESETS, WEIGHTS_DIR, MiniMaxConfig
-from mmx.model.generate import GenerateStats, measured_chunk, planned_chunk
+from mmx.model.generate import GenerateStats, measured_chunk, planned_chunk, token_scores
 from mmx.model.memory import free_memory, is_out_of_memory, release_memory
 from mmx.model.parallel.layout import ShardLayout, check_tp
 from mmx.model.parallel.quant import check_kind
@@ -90,6 +96,9 @@ class NativeBackend(Backend):
         max_context: int | None = None,
         batch_size: int | None = None,
         parallel: ParallelContext | None = None,
+        chat_template: str | None = None,
+        system_prompt: str | None = None,
+        directory: Path | None = None,
     ) -> None:
         self.model = model.eval().pack_experts()  # MoE routing without host syncs
         self.parallel = parallel  # the torchrun job this rank belongs to (None: one process)
@@ -107,6 +116,16 @@ class NativeBackend(Backend):
         self.prefix_ids = [bos] if bos is not None else []
         self.stop_ids = (eos,) if eos is not None else ()
         self._scope: _Scope | None = None
+        self.vocab_size = self.config.vocab_size
+        specials = {"bos_token": _token_text(tokenizer, bos), "eos_token": _token_text(tokenizer, eos)}
+        self.chat = build_chat(
+            chat_template,
+            own=checkpoint_template(directory),
+            renderer=lambda template: jinja_renderer(template, specials),
+            system=system_prompt,
+            bos_token=specials["bos_token"],
+            where=f"the checkpoint {directory}" if directory is not None else f"{name}",
+        )
 
     @contextmanager
     def prefill_scope(self, prompts: list[str], reuse: bool = True) -> Iterator[PrefillLog]:
@@ -121,22 +140,73 @@ class NativeBackend(Backend):
         finally:
             self._scope = None
 
+    def chat_ids(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        continue_final: bool = False,
+        add_generation_prompt: bool | None = None,
+    ) -> list[int]:
+        """A conversation's ids, starting with BOS as every native document does (a byte tokenizer cannot spell it
+        in the template's text, so it is put first unless the template wrote it)."""
+        ids = self.tokenizer.encode(self._render_chat(messages, continue_final, add_generation_prompt))
+        if self.prefix_ids and ids[: len(self.prefix_ids)] != self.prefix_ids:
+            ids = [*self.prefix_ids, *ids]
+        return ids
+
     @torch.inference_mode()
     def generate(self, prompts: list[str], max_new_tokens: int, stop: list[str] | None = None) -> list[str]:
         """Greedy continuations of `prompts`, cut before the first stop string (or EOS)."""
         stops = [s for s in (stop or []) if s]
-        ids = [self.prompt_ids(p) for p in prompts]
-        step = self.batch_size or max(1, len(ids))
+        outputs = self.generate_tokens([self.prompt_ids(p) for p in prompts], max_new_tokens, stops)
+        return [cut_at_stop(self.tokenizer.decode(out), stops) for out in outputs]
+
+    @torch.inference_mode()
+    def generate_tokens(
+        self, prompts: list[list[int]], max_new_tokens: int, stop: list[str] | None = None, *, hook: Any = None
+    ) -> list[list[int]]:
+        """Greedy new token ids for token-id prompts taken verbatim; a row ends before EOS or a stop string's tokens.
+        `hook` hears each token as it is chosen and may cancel between steps. Inside a `prefill_scope` the scope's
+        log hears what each prompt prefilled."""
+        stops = [s for s in (stop or []) if s]
+        for ids in prompts:
+            if not ids:
+                raise MmxError("a prompt needs at least one token", "send a non-empty prompt")
+            if len(ids) + max_new_tokens > self.max_context:
+                raise MmxError(
+                    f"a prompt of {len(ids)} tokens plus {max_new_tokens} new tokens exceeds the model's context of "
+                    f"{self.max_context} tokens",
+                    "use shorter lengths, or pass --max-context if the model extrapolates",
+                )
+        step = self.batch_size or max(1, len(prompts))
         stop_sequences = [self.tokenizer.encode(s) for s in stops]
         log = PrefillLog(prefill_s=0.0)
-        outputs = []
-        for start in range(0, len(ids), step):
-            outputs += self._generate_batch(ids[start : start + step], max_new_tokens, stop_sequences, log)
+        outputs: list[list[int]] = []
+        for start in range(0, len(prompts), step):
+            batch = [list(p) for p in prompts[start : start + step]]
+            watch = None if hook is None else _Offset(hook, start)
+            outputs += self._generate_batch(batch, max_new_tokens, stop_sequences, log, watch)
         if self._scope is not None:
             self._scope.log.prefilled, self._scope.log.read = log.prefilled, log.read
             self._scope.log.prefill_s = log.prefill_s
-        texts = [self.tokenizer.decode(out) for out in outputs]
-        return [cut_at_stop(text, stops) for text in texts]
+        return outputs
+
+    def score_tokens(self, sequences: list[list[int]], top_k: int = 1, start: int = 1) -> list[list[TokenScore]]:
+        """Per-position scores of each sequence from position `start` on, with the `top_k` best alternatives."""
+        scored = []
+        for ids in sequences:
+            if len(ids) - 1 > self.max_context:
+                raise MmxError(
+                    f"a sequence of {len(ids)} tokens exceeds the model's context of {self.max_context}",
+                    "score a shorter text",
+                )
+            first = max(1, start)
+            if first >= len(ids):
+                scored.append([])
+                continue
+            rows = token_scores(self.model, ids, first, top_k, chunk_size=self.prefill_chunk)
+            scored.append([TokenScore(lp, greedy, tuple(top)) for lp, greedy, top in rows])
+        return scored
 
     def _walker_for(self, ids: list[list[int]]) -> PrefixWalker | None:
         """The scope's walker; outside a scope, one for this batch when its prompts share enough to be worth it."""
@@ -146,7 +216,12 @@ class NativeBackend(Backend):
         return PrefixWalker(self.model, self.prefill_chunk, points) if points else None
 
     def _generate_batch(
-        self, ids: list[list[int]], max_new_tokens: int, stop_sequences: list[list[int]], log: PrefillLog
+        self,
+        ids: list[list[int]],
+        max_new_tokens: int,
+        stop_sequences: list[list[int]],
+        log: PrefillLog,
+        hook: Any = None,
     ) -> list[list[int]]:
         """One `mmx.model.generate.generate` call. Prefix reuse holds more memory than prefilling each prompt alone
         (the walker's row and its state copies): if it runs out of memory, the scope goes on without it."""
@@ -154,7 +229,9 @@ class NativeBackend(Backend):
 
         walker = self._walker_for(ids)
         stats = GenerateStats()
-        run = dict(stop_ids=self.stop_ids, stop_sequences=stop_sequences, chunk_size=self.prefill_chunk, stats=stats)
+        run = dict(
+            stop_ids=self.stop_ids, stop_sequences=stop_sequences, chunk_size=self.prefill_chunk, stats=stats, hook=hook
+        )
         outputs = None
         try:
             outputs = generate(self.model, ids, max_new_tokens, walker=walker, **run)
@@ -229,13 +306,34 @@ class NativeBackend(Backend):
             "parameters": self.info.get("parameters") or sum(p.numel() for p in self.model.parameters()),
             "tokenizer": self.tokenizer.describe(),
             "max_context": self.max_context,
+            "chat_template": self.chat.describe() if self.chat is not None else None,
             "dtype": dtype_name(self.model.dtype),
             "device": str(self.model.device),
             "prefill_chunk": self.prefill_chunk,
         }
 
 
-_OPTIONS = ("device", "dtype", "max_context", "batch_size", "tp", "quantize_experts")
+class _Offset:
+    """A generation hook seen through a batch that starts at prompt `offset` (rows are numbered per batch)."""
+
+    def __init__(self, hook: Any, offset: int) -> None:
+        self.hook, self.offset = hook, offset
+
+    def token(self, row: int, token: int) -> None:
+        self.hook.token(row + self.offset, token)
+
+    def check(self) -> None:
+        self.hook.check()
+
+
+def _token_text(tokenizer: Any, token_id: int | None) -> str | None:
+    """How a special token is written in text, for templates that print it (None for the byte tokenizer)."""
+    if token_id is None or isinstance(tokenizer, ByteTokenizer):
+        return None
+    return tokenizer.token_text(token_id)
+
+
+_OPTIONS = ("device", "dtype", "max_context", "batch_size", "tp", "quantize_experts", "chat_template", "system_prompt")
 
 
 def _check_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -321,6 +419,9 @@ def load_checkpoint(directory: Path, *, spec: str, name: str, options: dict[str,
         max_context=opts.get("max_context"),
         batch_size=opts.get("batch_size"),
         parallel=place.context,
+        chat_template=opts.get("chat_template"),
+        system_prompt=opts.get("system_prompt"),
+        directory=directory,
     )
 
 
@@ -386,6 +487,8 @@ def from_random(rest: str, **options: Any) -> NativeBackend:
         max_context=opts.get("max_context"),
         batch_size=opts.get("batch_size"),
         parallel=place.context,
+        chat_template=opts.get("chat_template"),
+        system_prompt=opts.get("system_prompt"),
     )
 
 

@@ -1,10 +1,14 @@
-"""`openai:URL`: any OpenAI-compatible completions server (`mmx serve`, vLLM, SGLang, …) behind the Backend protocol.
+"""`openai:URL`: any OpenAI-compatible server (`mmx serve`, vLLM, SGLang, …) behind the Backend protocol, in either
+dialect.
 
 This is how mmx evaluates models too big for one process, such as the 456B MiniMax-Text-01 on a multi-GPU engine.
-Prompts go out as text (the server adds its own BOS); log-likelihoods go out as token ids with `echo` + `logprobs`, so
-the scored tokens are exactly ours. Lengths are counted with a tokenizer: a local Hugging Face one (`tokenizer=DIR`),
-mmx's byte tokenizer (`byte`), or the server's own through vLLM's `/tokenize` endpoint (`remote`, the default when
-the server has it; `mmx serve` does).
+Over the completions API (`api="completions"`) prompts go out as text (the server adds its own BOS), or as token ids
+when a chat template is rendered here; log-likelihoods go out as token ids with `echo` + `logprobs`, so the scored
+tokens are exactly ours. Over the chat API (`api="chat"`) each prompt is a conversation the server formats with its own
+template: the answer prefix is an assistant message the server continues (`continue_final_message`, which vLLM,
+SGLang and `mmx serve` understand) where its `/tokenize` shows it can, else the last line of the user message; the run
+records which. Lengths are counted by the server's `/tokenize` (`remote`, the default when the server has it), a local
+Hugging Face tokenizer (`tokenizer=DIR`), mmx's byte tokenizer (`byte`), or else a stated estimate (`estimate`).
 
 Transient failures (connection refused or reset, timeouts, 429, 5xx) are retried with exponential backoff; once the
 retries are spent, or for any other refusal, the caller gets one MmxError saying what went wrong. A server that reports
@@ -28,9 +32,10 @@ except ImportError:  # the `serve` extra
     raise MmxError("openai: models need the httpx package", "pip install 'mmx[serve]'") from None
 
 from mmx.model.backends.base import Backend, register_backend
+from mmx.model.backends.chat import ChatTemplate, build_chat, chat_choice, hf_renderer, jinja_renderer
 from mmx.model.backends.common import check_options, cut_at_stop
-from mmx.model.hub import resolve_local
-from mmx.model.tokenizer import ByteTokenizer, HFTokenizer
+from mmx.model.hub import load_failure, locate
+from mmx.model.tokenizer import ByteTokenizer, EstimatedTokenizer, HFTokenizer
 
 DEFAULT_CONCURRENCY = 4
 DEFAULT_BATCH_SIZE = 1  # prompts per request: servers batch concurrent requests themselves
@@ -39,6 +44,9 @@ DEFAULT_RETRIES = 4
 DEFAULT_BACKOFF = 1.0  # seconds before the first retry; doubles each time
 MAX_WAIT = 60.0  # cap on one backoff or Retry-After wait
 API_KEY_VARS = ("MMX_API_KEY", "OPENAI_API_KEY")
+# Tokens a chat template adds around a conversation, where nothing can count them (a stated estimate: Llama 3 adds
+# about 10, ChatML about 5, templates with a default system prompt a few dozen).
+CHAT_OVERHEAD_ESTIMATE = 32
 
 
 def base_url(url: str) -> str:
@@ -201,11 +209,25 @@ class RemoteTokenizer:
         )
         return _ids(data.get("tokens"), "/tokenize")
 
+    def encode_chat(
+        self, messages: list[dict[str, str]], continue_final: bool, add_generation_prompt: bool | None = None
+    ) -> list[int]:
+        """The ids the server's chat template gives a conversation (vLLM's and SGLang's `/tokenize` take messages)."""
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "add_generation_prompt": not continue_final if add_generation_prompt is None else add_generation_prompt,
+            "continue_final_message": continue_final,
+            "add_special_tokens": False,
+        }
+        return _ids(self.client.post(f"{self.client.root}/tokenize", body).get("tokens"), "/tokenize")
+
     def decode(self, ids: list[int]) -> str:
         data = self.client.post(f"{self.client.root}/detokenize", {"model": self.model, "tokens": list(ids)})
-        if not isinstance(data.get("prompt"), str):
-            raise MmxError("the server's /detokenize answered without a `prompt` string", "pass --tokenizer DIR")
-        return data["prompt"]
+        text = data.get("prompt", data.get("text"))  # vLLM says `prompt`, SGLang `text`
+        if not isinstance(text, str):
+            raise MmxError("the server's /detokenize answered without the text", "pass --tokenizer DIR")
+        return text
 
     def describe(self) -> dict[str, Any]:
         return {"type": "remote", "url": f"{self.client.root}/tokenize"}
@@ -218,7 +240,9 @@ def _ids(value: Any, where: str) -> list[int]:
 
 
 class OpenAIBackend(Backend):
-    """A model behind an OpenAI-compatible server: concurrent greedy completions and echo-based log-likelihoods."""
+    """A model behind an OpenAI-compatible server, over the completions API (concurrent greedy completions and
+    echo-based log-likelihoods) or the chat API (one conversation per request, the answer prefix as an assistant
+    prefill where the server can continue a message)."""
 
     def __init__(
         self,
@@ -226,6 +250,9 @@ class OpenAIBackend(Backend):
         *,
         model: str | None = None,
         tokenizer: str | None = None,
+        api: str | None = None,
+        chat_template: str | None = None,
+        system_prompt: str | None = None,
         concurrency: int | None = None,
         batch_size: int | None = None,
         timeout: float | None = None,
@@ -254,7 +281,12 @@ class OpenAIBackend(Backend):
         self.served = {key: value for key, value in served.items() if key != "device"}
         # None: the server does not say, so every length is tried and the server refuses what does not fit.
         self.max_context: int | None = max_context or card.get("max_model_len") or None
-        self.tokenizer, self.prefix_ids = self._tokenizer(tokenizer)
+        self.tokenizer, self.prefix_ids, self.counts = self._tokenizer(tokenizer)
+        self.api = _choose_api(api, chat_template, card.get("capabilities"))
+        self.remote_chat = self.api == "chat" and self._counts_chat()
+        self.chat = self._chat_format(chat_template, system_prompt)
+        if self.api == "completions":  # the server's chat template plays no part in completions
+            self.served.pop("chat_template", None)
 
     def _model_card(self, wanted: str | None) -> dict[str, Any]:
         """The `/v1/models` entry to use: the one named, or the server's first."""
@@ -271,32 +303,35 @@ class OpenAIBackend(Backend):
         names = ", ".join(c["id"] for c in cards)
         raise MmxError(f"the server at {self.url} does not serve {wanted!r}", f"it serves: {names} (--api-model)")
 
-    def _tokenizer(self, option: str | None) -> tuple[Any, list[int]]:
-        """The tokenizer for lengths, and the ids the server puts before a text prompt (its BOS, if any)."""
+    def _tokenizer(self, option: str | None) -> tuple[Any, list[int], str]:
+        """The tokenizer for lengths, the ids the server puts before a text prompt (its BOS, if any), and how exact
+        counts are: `remote` (the server's /tokenize), `local` (`--tokenizer DIR`) or `estimate` (neither)."""
         remote_prefix = self._remote_prefix()
         choice = option or "auto"
         if choice in ("auto", "remote"):
-            if remote_prefix is None:
+            if remote_prefix is not None:
+                return RemoteTokenizer(self.client, self.model), remote_prefix, "remote"
+            if choice == "remote":
                 raise MmxError(
                     f"the server at {self.url} cannot count tokens for us (no /tokenize endpoint)",
-                    "pass --tokenizer DIR (the model's Hugging Face tokenizer) or --tokenizer byte",
+                    "pass --tokenizer DIR (the model's Hugging Face tokenizer), or leave --tokenizer out to estimate",
                 )
-            return RemoteTokenizer(self.client, self.model), remote_prefix
+            return EstimatedTokenizer(), [], "estimate"
+        if choice == "estimate":
+            return EstimatedTokenizer(), [], "estimate"
         if choice == "byte":
-            return ByteTokenizer(), remote_prefix or []
+            return ByteTokenizer(), remote_prefix or [], "local"
         try:
             from transformers import AutoTokenizer
         except ImportError:
             raise MmxError("--tokenizer DIR needs the transformers package", "pip install 'mmx[hf]'") from None
-        path, _ = resolve_local(choice)
+        locate(choice)
         try:
-            tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            tok = AutoTokenizer.from_pretrained(choice)
         except (OSError, ValueError) as err:
-            raise MmxError(
-                f"cannot load a tokenizer from {path}: {err}", "pass the model's tokenizer directory"
-            ) from None
+            raise load_failure(choice, err, "tokenizer") from None
         prefix = remote_prefix if remote_prefix is not None else tok("", add_special_tokens=True)["input_ids"]
-        return HFTokenizer(tok), prefix
+        return HFTokenizer(tok), prefix, "local"
 
     def _remote_prefix(self) -> list[int] | None:
         """The server's special-token prefix via `/tokenize`; None when the server has no such endpoint."""
@@ -308,16 +343,114 @@ class OpenAIBackend(Backend):
                 raise
             return None
 
+    def _counts_chat(self) -> bool:
+        """Whether the server's /tokenize lays out conversations with an open final message — a server that does
+        (vLLM, SGLang, mmx serve) continues an assistant message in chat requests too."""
+        if not isinstance(self.tokenizer, RemoteTokenizer):
+            return False
+        probe = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+        try:
+            return bool(self.tokenizer.encode_chat(probe, continue_final=True))
+        except RequestFailed as err:
+            if err.transient:
+                raise
+            return False
+        except MmxError:
+            return False
+
+    def _chat_format(self, option: str | None, system: str | None) -> ChatTemplate | None:
+        """The chat format: the server's template over the chat API, or one rendered here for the completions API
+        (the model's own from `--tokenizer DIR` or the server's /tokenizer_info, or a Jinja file)."""
+        tok = self.tokenizer.tok if isinstance(self.tokenizer, HFTokenizer) else None
+        info = self._tokenizer_info() if tok is None else {}
+        own = getattr(tok, "chat_template", None) if tok is not None else info.get("chat_template")
+        specials = {"bos_token": info.get("bos_token"), "eos_token": info.get("eos_token")}
+
+        def renderer(template: str) -> Any:
+            return hf_renderer(tok, template) if tok is not None else jinja_renderer(template, specials)
+
+        bos = tok.bos_token if tok is not None else specials["bos_token"]
+        if self.api == "completions":
+            return build_chat(
+                option, own=own, renderer=renderer, system=system, bos_token=bos, where="the model's tokenizer"
+            )
+        if option is not None and chat_choice(option) not in ("auto",):
+            raise MmxError(
+                "with --api chat the server applies its own chat template",
+                "drop --chat-template (or use --api completions to render a template here)",
+            )
+        return ChatTemplate(
+            source="server",
+            template=own,
+            renderer=renderer(own) if own and tok is not None else None,
+            system=system,
+            prefill="assistant" if self.remote_chat else "user_line",
+            bos_token=bos,
+        )
+
+    def _tokenizer_info(self) -> dict[str, Any]:
+        """vLLM's `/tokenizer_info` (special tokens, chat template), or nothing when the server has none."""
+        try:
+            return self.client.get(f"{self.client.root}/tokenizer_info")
+        except RequestFailed as err:
+            if err.transient:
+                raise
+            return {}
+
     # --- Backend protocol --------------------------------------------------------------------------------------------
 
-    def generate(self, prompts: list[str], max_new_tokens: int, stop: list[str] | None = None) -> list[str]:
-        """Greedy completions, `batch_size` prompts per request and `concurrency` requests at once."""
-        stops = [s for s in (stop or []) if s]
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The ids the model reads; over the chat API a plain text is a user message too."""
+        if self.api == "chat":
+            messages, open_end = self.chat.messages(prompt)
+            return self.chat_ids(messages, continue_final=open_end)
+        if self.counts == "estimate":
+            raise MmxError("the server's token ids are unknown here (no /tokenize)", "pass --tokenizer DIR")
+        return super().prompt_ids(prompt)
 
-        def complete(chunk: list[str], abort: threading.Event) -> list[str]:
+    def prompt_length(self, prompt: str) -> int:
+        """Tokens the model reads: exact through the server or a local tokenizer, else the stated estimate."""
+        if self.counts != "estimate" and (self.api == "completions" or self.remote_chat or self.chat.renders_locally):
+            return len(self.prompt_ids(prompt))
+        overhead = CHAT_OVERHEAD_ESTIMATE if self.api == "chat" else 0
+        system = len(self.tokenizer.encode(self.chat.system)) if self.chat is not None and self.chat.system else 0
+        return len(self.tokenizer.encode(str(prompt))) + overhead + system
+
+    def chat_ids(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        continue_final: bool = False,
+        add_generation_prompt: bool | None = None,
+    ) -> list[int]:
+        """A conversation's ids: the server's own count over the chat API where its /tokenize takes messages."""
+        if self.api == "chat" and self.remote_chat:
+            opens = not continue_final if add_generation_prompt is None else add_generation_prompt
+            return self.tokenizer.encode_chat(messages, continue_final, opens and not continue_final)
+        if self.api == "chat" and not self.chat.renders_locally:
+            raise MmxError(
+                "the server cannot list the tokens of a conversation (its /tokenize takes no messages)",
+                "pass --tokenizer DIR with the model's chat template",
+            )
+        return super().chat_ids(messages, continue_final=continue_final, add_generation_prompt=add_generation_prompt)
+
+    def generate(self, prompts: list[str], max_new_tokens: int, stop: list[str] | None = None) -> list[str]:
+        """Greedy completions: `batch_size` prompts per completions request, one conversation per chat request, and
+        `concurrency` requests at once."""
+        stops = [s for s in (stop or []) if s]
+        if self.api == "chat":
+
+            def chat(chunk: list[str], abort: threading.Event) -> list[str]:
+                return [self._chat_request(p, max_new_tokens, stops, abort) for p in chunk]
+
+            return self._fan_out(list(prompts), chat)
+        as_ids = self.chat is not None  # a template rendered here: send exactly its tokens, no BOS added by the server
+        items = [self.prompt_ids(p) for p in prompts] if as_ids else list(prompts)
+
+        def complete(chunk: list[Any], abort: threading.Event) -> list[str]:
             body: dict[str, Any] = {
                 "model": self.model,
-                "prompt": chunk if len(chunk) > 1 else chunk[0],
+                "prompt": chunk if len(chunk) > 1 or as_ids else chunk[0],
                 "max_tokens": max_new_tokens,
                 "temperature": 0,
             }
@@ -326,10 +459,27 @@ class OpenAIBackend(Backend):
             choices = self._choices(self.client.post(f"{self.url}/completions", body, abort), len(chunk))
             return [cut_at_stop(str(c.get("text") or ""), stops) for c in choices]
 
-        return self._fan_out(prompts, complete)
+        return self._fan_out(items, complete)
+
+    def _chat_request(self, prompt: str, max_new_tokens: int, stops: list[str], abort: threading.Event) -> str:
+        """One chat request: the prompt as a conversation, its answer prefix continued where the server can."""
+        messages, open_end = self.chat.messages(prompt)
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_new_tokens}
+        body["temperature"] = 0
+        if open_end:  # vLLM's default add_generation_prompt=true would refuse continue_final_message alone
+            body |= {"add_generation_prompt": False, "continue_final_message": True}
+        if stops:
+            body["stop"] = stops[:4]  # OpenAI's limit; the rest are cut here
+        choices = self.client.post(f"{self.url}/chat/completions", body, abort).get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise MmxError("the model server answered a chat request without choices", "is this a chat endpoint?")
+        message = choices[0].get("message") or {}
+        return cut_at_stop(str(message.get("content") or ""), stops)
 
     def loglikelihood_tokens(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         """Token-level log-likelihoods through `echo` + `logprobs`: the server scores our ids, we sum the tail."""
+        if self.counts == "estimate":
+            raise MmxError("log-likelihoods need the server's token ids", "pass --tokenizer DIR, or serve /tokenize")
         requests = []
         for context, continuation in pairs:
             context = list(context) or list(self.prefix_ids)
@@ -376,8 +526,11 @@ class OpenAIBackend(Backend):
             "random_weights": bool(self.served.get("random_weights", False)),
             "url": self.url,
             "api_model": self.model,
+            "api": self.api,
             "tokenizer": self.tokenizer.describe(),
+            "token_counts": self.counts,
             "max_context": self.max_context,
+            "chat_template": self.chat.describe() if self.chat is not None else None,
             "served": self.served or None,
             "device": self.served_device,
         }
@@ -433,9 +586,35 @@ def _tail_score(choice: dict[str, Any], prompt_len: int, n: int) -> tuple[float,
     return float(sum(span)), greedy
 
 
+def _choose_api(option: str | None, chat_template: str | None, capabilities: Any) -> str:
+    """`--api`, or for auto: what the server's model card says it serves (`mmx serve` says), else chat when the
+    model's own chat format is asked for, else completions."""
+    if option in ("completions", "chat"):
+        return option
+    caps = capabilities if isinstance(capabilities, dict) else {}
+    if caps.get("completions") is False:
+        return "chat"
+    if chat_choice(chat_template) == "auto" and caps.get("chat", True):
+        return "chat"
+    return "completions"
+
+
 def from_spec(rest: str, **options: Any) -> OpenAIBackend:
-    """`openai:URL` with options model, tokenizer, concurrency, batch_size, timeout, retries, backoff, max_context."""
-    known = ("model", "tokenizer", "concurrency", "batch_size", "timeout", "retries", "backoff", "max_context")
+    """`openai:URL` with options model, tokenizer, api, chat_template, system_prompt, concurrency, batch_size,
+    timeout, retries, backoff, max_context."""
+    known = (
+        "model",
+        "tokenizer",
+        "api",
+        "chat_template",
+        "system_prompt",
+        "concurrency",
+        "batch_size",
+        "timeout",
+        "retries",
+        "backoff",
+        "max_context",
+    )
     options = check_options(options, known, "openai: models (the server places the model)")
     if not rest:
         raise MmxError("openai: needs the server's URL", "write openai:http://HOST:PORT/v1")

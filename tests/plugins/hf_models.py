@@ -1,18 +1,32 @@
-"""Fixtures for backend tests: a tiny Hugging Face causal LM with a locally trained tokenizer, saved to a temp dir.
+"""Fixtures for backend tests: a tiny Hugging Face causal LM with a locally trained tokenizer, saved to a temp dir;
+a chat variant whose tokenizer config carries a chat template with its own special tokens.
 
-Nothing is downloaded. The model has random weights drawn with a large init scale, so its greedy choices win by wide
-margins and batched (left-padded) and one-at-a-time runs pick the same tokens despite float noise.
+Nothing is downloaded: the test session runs with the Hugging Face Hub and datasets offline. The model has random
+weights drawn with a large init scale, so its greedy choices win by wide margins and batched (left-padded) and
+one-at-a-time runs pick the same tokens despite float noise.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from mmx.model.backends.base import Backend
+# Before huggingface_hub, datasets or transformers read them (at import): no test may reach the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from mmx.model.backends.base import Backend  # noqa: E402
+
+# A chat layout of our own for the tiny model: BOS, then turns `<|turn|>ROLE` newline content `<|end|>` newline.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|turn|>{{ m['role'] }}\n{{ m['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|turn|>assistant\n{% endif %}"
+)
+CHAT_SPECIALS = ["<|turn|>", "<|end|>"]
 
 _CORPUS = [
     "One of the special magic numbers for {k} is: {v}.",
@@ -22,12 +36,15 @@ _CORPUS = [
 ]
 
 
-def build_tiny_hf(directory: Path, *, with_bos: bool = True, seed: int = 0) -> Path:
-    """Write a 2-layer Llama (hidden 32, vocab ~300, context 4096) and its byte-level BPE tokenizer to `directory`."""
+def build_tiny_hf(
+    directory: Path, *, with_bos: bool = True, seed: int = 0, chat: bool = False, context: int = 4096
+) -> Path:
+    """Write a 2-layer Llama (hidden 32, vocab ~300, context `context`) and its byte-level BPE tokenizer to
+    `directory`; with `chat`, the tokenizer has two more special tokens and `CHAT_TEMPLATE` as its chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    specials = ["<pad>", "<s>", "</s>"]
+    specials = ["<pad>", "<s>", "</s>", *(CHAT_SPECIALS if chat else [])]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -39,7 +56,11 @@ def build_tiny_hf(directory: Path, *, with_bos: bool = True, seed: int = 0) -> P
     if with_bos:
         tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    fast.chat_template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}[assistant] "
+    if chat:
+        fast.add_special_tokens({"additional_special_tokens": CHAT_SPECIALS})
+        fast.chat_template = CHAT_TEMPLATE
+    else:
+        fast.chat_template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}[assistant] "
     fast.save_pretrained(directory)
     config = LlamaConfig(
         vocab_size=len(fast),
@@ -48,7 +69,7 @@ def build_tiny_hf(directory: Path, *, with_bos: bool = True, seed: int = 0) -> P
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=4096,
+        max_position_embeddings=context,
         initializer_range=0.5,
         bos_token_id=1,
         eos_token_id=2,
@@ -67,6 +88,13 @@ def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def hf_chat_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with a chat template and its special tokens, and a 2048-token context (so a sweep at the
+    model's maximum stays quick)."""
+    return build_tiny_hf(tmp_path_factory.mktemp("tiny-hf-chat"), chat=True, context=2048)
+
+
+@pytest.fixture(scope="session")
 def hf_backend(hf_dir: Path):
     """The `hf:` backend over the tiny model, on the CPU in fp32."""
     from mmx.model.backends.base import load_backend
@@ -75,24 +103,19 @@ def hf_backend(hf_dir: Path):
 
 
 class LiveServer:
-    """`mmx serve`'s server for `backend` on a free loopback port, serving from a thread until `stop()`."""
+    """`mmx serve`'s server for `backend` on a loopback port (0: a free one), serving from a thread until `stop()`."""
 
     def __init__(self, backend, port: int = 0, **kwargs) -> None:
-        import threading
-
         from mmx.workflows.serve.server import make_server
 
-        self.server = make_server(backend, "127.0.0.1", port, **kwargs)
+        self.server = make_server(backend, "127.0.0.1", port, **kwargs).start()
         self.url = self.server.url
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.port = self.server.port
+        self.root = self.url.removesuffix("/v1")
 
     def stop(self) -> None:
-        """Stop accepting and close the listening socket: new connections are refused, as after a crash."""
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
+        """Shut down as on SIGTERM: new connections are refused, as after a crash."""
+        self.server.stop()
 
     def __enter__(self) -> LiveServer:
         return self

@@ -1,9 +1,11 @@
 """Run orchestration for `mmx eval`: build samples, batch them through a backend, score, and append to a run store.
 
 The sweep goes length by length (every task at 4k, then every task at 8k, …) so an interrupted run already holds a
-complete table for its shorter lengths. Each scored sample is appended and flushed before the next batch starts, which
-is what makes a rerun after Ctrl-C or SIGKILL resume exactly where the file ends: samples are identified by
-(task, length, index), rebuilt from the same seed, and skipped when already on disk.
+complete table for its shorter lengths. A length counts every token the model reads — its BOS, a chat template's
+turns — plus the answer budget: the task builds its text into what the backend's prompt layout leaves, and each
+sample records the tokens the model actually read (`prompt_tokens`). Each scored sample is appended and flushed before
+the next batch starts, which is what makes a rerun after Ctrl-C or SIGKILL resume exactly where the file ends: samples
+are identified by (task, length, index), rebuilt from the same seed, and skipped when already on disk.
 
 The samples of a cell run in the sorted order of their prompts, inside one `prefill_scope` of the backend: prompts that
 begin alike are neighbours, and a backend that can (the native one) prefills their common beginning once. Each record
@@ -13,21 +15,27 @@ sweep appends its wall time, prefill time and those token counts to `sweeps.json
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from mmx.errors import MmxError
-from mmx.model.backends.base import Backend, PrefillLog
+from mmx.model.backends.base import Backend, PrefillLog, Prompt
 from mmx.model.memory import is_out_of_memory, release_memory
 from mmx.results.aggregate import cell_scores
 from mmx.results.store import RunStore, pinned_model, sample_key
 from mmx.sizes import format_size
 from mmx.workflows.evaluate.progress import Progress, SilentProgress
+
+# What a length covers, recorded in run.json: every token of the model's input (special tokens and chat template
+# included) plus the answer budget.
+LENGTH_COUNTS = "model_input"
+MAX_REFITS = 3  # rebuilds of a cell whose prompts came out longer than their length once laid out
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,7 @@ class Sweep:
             "source": dict(self.source),
             "task_options": {name: dict(opts) for name, opts in self.task_options.items()},
             **({"judge": dict(self.judge)} if self.judge else {}),
+            "length_counts": LENGTH_COUNTS,
             "task_params": {name: task.params() for name, task in self.tasks.items()},
             "model": pinned_model(model),
         }
@@ -191,6 +200,7 @@ class _SweepState:
         self.done = {sample_key(r) for r in records}
         self.new_records = 0
         self.timing = Timing()
+        self.reserve: int | None = None  # tokens left for the backend's prompt layout, measured at the first cell
         # A resumed run keeps its OOM frontier: after a restart, neither the rest of a cell that ran out of memory
         # nor any longer length is tried again, exactly as in an uninterrupted run.
         self.oom_cells = {(r["task"], r["length"]) for r in records if r.get("status") == "oom"}
@@ -227,24 +237,73 @@ def _prefill_of(log: PrefillLog | None, at: int, batch: int) -> tuple[int, int, 
     return log.prefilled[at], log.read[at], seconds
 
 
-def _run_cell(backend: Any, sweep: Sweep, name: str, samples: list[Any], build_s: float, state: _SweepState) -> None:
+def prompt_of(sample: Any) -> Prompt:
+    """What the backend is asked: the sample's text, its answer prefix kept apart for chat layouts."""
+    return Prompt(sample.prompt, sample.answer_prefix)
+
+
+def read_length(backend: Any, prompt: Prompt) -> int:
+    """Tokens the model reads for `prompt`, its prompt layout included (a backend outside the `Backend` base reads
+    the text as it is)."""
+    if isinstance(backend, Backend):
+        return backend.prompt_length(prompt)
+    return len(backend.tokenizer.encode(prompt))
+
+
+def layout_tokens(backend: Any) -> int:
+    """Tokens the backend's prompt layout adds around a prompt's text (BOS, chat turns), measured on a short one."""
+    probe = Prompt("Read the text and answer the question.", " Answer:")
+    return max(0, read_length(backend, probe) - len(backend.tokenizer.encode(probe)))
+
+
+def build_cell(
+    backend: Any, task: Any, length: int, n: int, seed: int, reserve: int
+) -> tuple[list[Any], dict[int, int], int]:
+    """The cell's samples, the tokens the model reads for each, and the reserve that made them fit: the task builds
+    its text as if its answer budget were `reserve` tokens larger, leaving room for the prompt layout; a sample whose
+    laid-out prompt still overshoots (a merge at a template seam) rebuilds the cell with more room."""
+    previous: dict[int, int] | None = None
+    for _ in range(MAX_REFITS + 1):
+        if reserve > 0:  # same content (seeds follow the length), only the filler's extent changes
+            roomier = copy.copy(task)
+            roomier.max_new_tokens = task.max_new_tokens + reserve
+            made = roomier.samples(backend.tokenizer, length, n, seed)
+            built = [replace(s, max_new_tokens=task.max_new_tokens) for s in made]
+        else:
+            built = task.samples(backend.tokenizer, length, n, seed)
+        reads = {s.index: read_length(backend, prompt_of(s)) for s in built}
+        over = max((reads[s.index] + s.max_new_tokens - length for s in built), default=0)
+        if over <= 0 or reads == previous:  # it fits, or the task's prompts do not shrink (fixed prompts)
+            return built, reads, reserve
+        previous, reserve = reads, reserve + over
+    return built, reads, reserve - over
+
+
+def _run_cell(
+    backend: Any,
+    sweep: Sweep,
+    name: str,
+    samples: list[Any],
+    tokens: dict[int, int],
+    build_s: float,
+    state: _SweepState,
+) -> None:
     """Generate and score `samples` (one task, one length) in batches; halve the batch on OOM, give up at one.
 
     Samples go in the sorted order of their prompts, so that batches (and the prompts within one) that share a
-    beginning follow each other inside the backend's prefill scope. `build_s` is the cell's prompt-building time per
-    sample.
+    beginning follow each other inside the backend's prefill scope. `tokens` are the tokens the model reads per
+    sample index; `build_s` is the cell's prompt-building time per sample.
     """
     length = samples[0].length
-    tokens = {s.index: len(backend.tokenizer.encode(s.text)) for s in samples}
     max_new = max(s.max_new_tokens for s in samples)
-    queue = sorted(samples, key=lambda s: s.text)
-    with _scope(backend, [s.text for s in queue], sweep.prefix_reuse) as log:
+    queue = sorted(samples, key=lambda s: str(prompt_of(s)))
+    with _scope(backend, [prompt_of(s) for s in queue], sweep.prefix_reuse) as log:
         batch_size = sweep.batch_size or max(1, int(backend.auto_batch_size(length, max_new)))
         while queue:
             batch = queue[:batch_size]
             start = time.perf_counter()
             try:
-                predictions = backend.generate([s.text for s in batch], max(s.max_new_tokens for s in batch))
+                predictions = backend.generate([prompt_of(s) for s in batch], max(s.max_new_tokens for s in batch))
             except Exception as err:  # only OOM is handled here; anything else propagates unchanged
                 if not is_out_of_memory(err):
                     raise
@@ -366,7 +425,9 @@ def run_sweep(
         task = sweep.tasks[name]
         start = time.perf_counter()
         try:
-            built = task.samples(backend.tokenizer, length, sweep.samples, sweep.seed)
+            if state.reserve is None:
+                state.reserve = layout_tokens(backend)
+            built, reads, state.reserve = build_cell(backend, task, length, sweep.samples, sweep.seed, state.reserve)
         except MmxError as err:  # e.g. a length too short for this task's prompt: that cell fails, the sweep goes on
             progress.note(f"{name} at {format_size(length)}: {err}")
             for index in pending:
@@ -374,7 +435,7 @@ def run_sweep(
             continue
         build_s = (time.perf_counter() - start) / max(1, len(built))
         by_index = {s.index: s for s in built}
-        _run_cell(backend, sweep, name, [by_index[i] for i in pending], build_s, state)
+        _run_cell(backend, sweep, name, [by_index[i] for i in pending], reads, build_s, state)
         store.write_summary(summary_rows(state.records))
     progress.end()
     store.write_summary(summary_rows(state.records))

@@ -1,7 +1,13 @@
 """Any mmx Backend as an lm-evaluation-harness model, registered with lm-eval under the name `mmx`.
 
-`mmx eval lm-eval` uses it directly; from Python, `import mmx.workflows.lm_eval.adapter` and then
-`lm_eval.simple_evaluate(model="mmx", model_args="model=hf:/path/to/model", tasks=[...])` works too.
+`mmx eval lm-eval` uses it directly. lm-eval's own CLI finds `--model mmx` through `mmx-lm-eval`, which registers it
+and then runs lm-eval's CLI with the same arguments (lm-eval offers plugins no hook of their own). From Python,
+`import mmx.workflows.lm_eval.adapter` and then `lm_eval.simple_evaluate(model="mmx",
+model_args="model=hf:/path/to/model", tasks=[...])`. lm-eval's built-in models are loaded before `mmx` is registered:
+lm-eval loads them only into an empty registry, so registering first would hide them.
+
+With `--apply_chat_template` lm-eval asks the model to lay out its conversations (`apply_chat_template`): the backend's
+chat template renders them, a task's answer prefix (`gen_prefix`) continuing the assistant turn.
 
 Every answer the backend gives is appended to a response log (one JSON line each, flushed as written) when one is
 configured, so a run that dies halfway (a killed server, Ctrl-C) reruns only the requests that had no answer yet.
@@ -18,8 +24,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import lm_eval.models  # noqa: F401 (the built-in models, before ours: see the module docstring)
 from lm_eval.api.model import LM
-from lm_eval.api.registry import register_model
+from lm_eval.api.registry import model_registry
 
 from mmx.errors import MmxError
 from mmx.results.store import read_jsonl
@@ -82,12 +89,14 @@ def rolling_windows(ids: list[int], width: int | None) -> list[tuple[list[int], 
     return windows
 
 
-@register_model("mmx")
 class MmxLM(LM):
-    """lm-eval's three request kinds on top of a Backend: `loglikelihood`, `loglikelihood_rolling`, `generate_until`.
+    """lm-eval's three request kinds on top of a Backend: `loglikelihood`, `loglikelihood_rolling`, `generate_until`,
+    and its chat hooks.
 
     Build it from a loaded `backend`, or from a model spec (`model="hf:DIR"`) plus `load_backend` options, which is
-    how lm-eval's own `--model mmx --model_args model=...` reaches it.
+    how lm-eval's own `--model mmx --model_args model=...` reaches it. A `tokenizer` there goes to `openai:` backends
+    (which count with it) and is otherwise left to lm-eval's tasks (RULER's read it from the model arguments). A model
+    built from a spec keeps its own chat template at hand, for `--apply_chat_template`.
     """
 
     def __init__(
@@ -106,8 +115,15 @@ class MmxLM(LM):
             if not model:
                 raise MmxError("the mmx lm-eval model needs a model spec", "pass model_args model=SPEC")
             from mmx.model.backends.base import load_backend
+            from mmx.model.backends.chat import IF_PRESENT
 
             options.pop("max_batch_size", None)  # lm-eval's auto batch search: our backends batch themselves
+            if not model.startswith("openai:"):
+                options.pop("tokenizer", None)
+                options.setdefault("chat_template", IF_PRESENT)  # ready for --apply_chat_template; text stays text
+            else:
+                options.pop("device", None)  # lm-eval passes its --device to every model; a server places its own
+            options["device"] = _usable_device(options.get("device"))
             backend = load_backend(model, **{k: v for k, v in options.items() if v is not None})
         self.backend = backend
         self.chunk = int(batch_size) if str(batch_size or "").isdigit() and int(batch_size) > 0 else DEFAULT_CHUNK
@@ -115,6 +131,13 @@ class MmxLM(LM):
         self.log = ResponseLog(response_log) if response_log is not None else None
         self.progress = progress
         self._warned_sampling = False
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict[str, Any], additional_config: dict[str, Any] | None = None) -> MmxLM:
+        """lm-eval's constructor path: `--model_args` win over its own `--device`/`--batch_size` (which it always
+        passes, with `cuda:0` as the default device), instead of clashing with them."""
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
+        return cls(**arg_dict, **extra)
 
     # --- lm-eval's interface -----------------------------------------------------------------------------------------
 
@@ -132,6 +155,28 @@ class MmxLM(LM):
     def generate_until(self, requests: list[Any]) -> list[str]:
         """(context, generation kwargs) -> greedy continuation, cut at the first `until` string."""
         return [str(t) for t in self._answer("generate_until", [tuple(r.args) for r in requests], self._generations)]
+
+    # --- chat (lm-eval's --apply_chat_template) -----------------------------------------------------------------------
+
+    @property
+    def tokenizer_name(self) -> str:
+        """Names the tokenizer in lm-eval's request cache keys."""
+        described = self.backend.describe()
+        return str(described.get("path") or described.get("spec") or described.get("name")).replace("/", "__")
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """A conversation laid out by the backend's chat template; without a generation prompt the last message (a
+        task's answer prefix) is left open for the model to continue."""
+        return self.backend.chat_text(
+            [dict(message) for message in chat_history],
+            continue_final=not add_generation_prompt,
+            add_generation_prompt=add_generation_prompt,
+        )
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        """The template lm-eval records with the results."""
+        chat = self.backend.chat
+        return chat.template if chat is not None else None
 
     # --- work --------------------------------------------------------------------------------------------------------
 
@@ -196,3 +241,25 @@ class MmxLM(LM):
     def _report(self, kind: str, done: int, total: int) -> None:
         if self.progress is not None and total:
             self.progress(kind, done, total)
+
+
+def _usable_device(device: Any) -> str | None:
+    """lm-eval's device, or None (mmx's automatic choice) when it names CUDA on a machine without it, as lm-eval's
+    own Hugging Face model falls back too."""
+    if device is None or not str(device).startswith("cuda"):
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return str(device)
+    log.warning("device %s is not available here; mmx picks one itself", device)
+    return None
+
+
+def register() -> None:
+    """Make `mmx` an lm-eval model name (again is fine)."""
+    if "mmx" not in model_registry:
+        model_registry.register("mmx", target=MmxLM)
+
+
+register()

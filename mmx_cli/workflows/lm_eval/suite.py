@@ -3,18 +3,22 @@
 The run holds `run.json` (kind "lm-eval"), `lm_eval_results.json` (lm-eval's per-task metrics, which `mmx report`
 shows), `lm_eval_output.json` (the rest of lm-eval's output: task configs, versions, sample counts), `samples.jsonl`
 (one record per scored document) and `lm_eval_requests.jsonl` (every model answer, so an interrupted run resumes
-without asking the model again). Data comes from local files or the local Hugging Face cache: mmx runs lm-eval offline
-unless `HF_DATASETS_OFFLINE=0` is set.
+without asking the model again). lm-eval's own options pass through (`metadata`, `apply_chat_template`,
+`fewshot_as_multiturn`, `gen_kwargs`, `output_path` + `log_samples` for lm-eval's own result files), so its RULER
+tasks get their lengths and tokenizer. Datasets download when online and come from the local cache under
+`HF_DATASETS_OFFLINE` / `HF_HUB_OFFLINE`, as with lm-eval itself. lm-eval's progress bars and git probe stay quiet:
+the run's progress is mmx's own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import functools
 import hashlib
 import json
 import logging
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,7 @@ from mmx.errors import MmxError
 from mmx.model.backends.base import load_backend
 from mmx.results.rundir import check_out_dir
 from mmx.results.store import RunStore, sample_key
-from mmx.workflows.provenance import run_metadata
+from mmx.workflows.provenance import git_commit, run_metadata
 
 RESULTS_FILE = "lm_eval_results.json"
 OUTPUT_FILE = "lm_eval_output.json"
@@ -42,16 +46,17 @@ def include_fingerprint(directory: Path | None) -> str | None:
     return digest.hexdigest()[:16]
 
 
-def task_manager(names: list[str], include_path: Path | None) -> Any:
+def task_manager(names: list[str], include_path: Path | None, metadata: dict[str, Any] | None = None) -> Any:
     """lm-eval's TaskManager: only the include directory when it has every task (indexing lm-eval's own ~15k task
-    files takes seconds), else both. Unknown task names are one MmxError with the nearest known names."""
+    files takes seconds), else both; `metadata` reaches every task (RULER's lengths and tokenizer). Unknown task
+    names are one MmxError with the nearest known names."""
     from lm_eval.tasks import TaskManager
 
     if include_path is not None:
-        local = TaskManager(include_path=str(include_path), include_defaults=False)
+        local = TaskManager(include_path=str(include_path), include_defaults=False, metadata=metadata)
         if all(local.match_tasks([name]) for name in names):
             return local
-    manager = TaskManager(include_path=str(include_path) if include_path else None)
+    manager = TaskManager(include_path=str(include_path) if include_path else None, metadata=metadata)
     for name in names:
         if not manager.match_tasks([name]):
             near = difflib.get_close_matches(name, manager.all_tasks, n=3)
@@ -100,6 +105,62 @@ def _unit(value: Any) -> bool:
     return isinstance(value, (int, float)) and 0 <= float(value) <= 1
 
 
+def task_metadata(given: dict[str, Any] | None, model: str, options: dict[str, Any]) -> dict[str, Any] | None:
+    """`--metadata` for lm-eval's tasks, plus the model's Hugging Face tokenizer where the user named none (an `hf:`
+    model's own, an `openai:` model's `--tokenizer`): tasks that build their own prompts (lm-eval's RULER) size them
+    with the `tokenizer` in their metadata."""
+    metadata = dict(given or {})
+    prefix, _, rest = model.partition(":")
+    tokenizer = rest if prefix == "hf" else options.get("tokenizer") if prefix == "openai" else None
+    if tokenizer in ("remote", "byte", "estimate", "auto"):
+        tokenizer = None
+    if tokenizer and not any(metadata.get(key) for key in ("tokenizer", "pretrained")):
+        metadata["tokenizer"] = tokenizer
+    return metadata or None
+
+
+@contextlib.contextmanager
+def quiet_lm_eval() -> Iterator[None]:
+    """lm-eval without its tqdm bars or its `git describe` probe (which prints "fatal: not a git repository" outside
+    one): tqdm bars default to off (a bar asked for explicitly still shows), datasets' bars are off, and lm-eval
+    records mmx's own commit. Everything is put back afterwards."""
+    import lm_eval.evaluator as evaluator
+    import tqdm.std
+
+    original_init, original_hash = tqdm.std.tqdm.__init__, evaluator.get_git_commit_hash
+    tqdm.std.tqdm.__init__ = functools.partialmethod(original_init, disable=True)
+    evaluator.get_git_commit_hash = git_commit
+    bars = None
+    try:
+        import datasets
+
+        bars = datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
+    try:
+        yield
+    finally:
+        tqdm.std.tqdm.__init__ = original_init
+        evaluator.get_git_commit_hash = original_hash
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def save_lm_eval_files(output: dict[str, Any], output_path: Path, log_samples: bool) -> None:
+    """lm-eval's own result files (and per-task sample files with `log_samples`), written as its CLI writes them."""
+    from lm_eval.loggers import EvaluationTracker
+
+    tracker = EvaluationTracker(output_path=str(output_path))
+    tracker.general_config_tracker.model_name_sanitized = "mmx"
+    results = {key: value for key, value in output.items() if key != "samples"}
+    samples = output.get("samples") if log_samples else None
+    tracker.save_results_aggregated(results=results, samples=samples)
+    if samples:
+        for task in results.get("configs", {}):
+            tracker.save_results_samples(task_name=task, samples=samples[task])
+
+
 def run_lm_eval(
     *,
     model: str,
@@ -110,15 +171,22 @@ def run_lm_eval(
     out: Path,
     command: list[str],
     options: dict[str, Any],
+    metadata: dict[str, Any] | None = None,
+    apply_chat_template: bool | str = False,
+    fewshot_as_multiturn: bool | None = None,
+    gen_kwargs: dict[str, Any] | str | None = None,
+    output_path: Path | None = None,
+    log_samples: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
     announce: Callable[[str], None] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Load the model, open (or resume) the run directory, run lm-eval, store its results; return the report
     (run directory, whether it resumed, the model, per-task metrics)."""
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # mmx never downloads at run time unless told to
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
+    if log_samples and output_path is None:
+        raise MmxError("--log-samples writes lm-eval's sample files under --output-path", "add --output-path DIR")
+    if fewshot_as_multiturn and not apply_chat_template:
+        raise MmxError("--fewshot-as-multiturn needs a chat template", "add --apply-chat-template")
     try:
         import lm_eval
 
@@ -128,10 +196,12 @@ def run_lm_eval(
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     if include_path is not None and not include_path.is_dir():
         raise MmxError(f"--include-path {include_path} is not a directory", "pass the folder with your task YAMLs")
-    manager = task_manager(tasks, include_path)
+    metadata = task_metadata(metadata, model, options)
+    manager = task_manager(tasks, include_path, metadata)
     check_out_dir(out)
     backend = load_backend(model, **options)
     described = backend.describe()
+    chat = bool(apply_chat_template)
     params = {
         "tasks": tasks,
         "num_fewshot": num_fewshot,
@@ -141,19 +211,36 @@ def run_lm_eval(
         "lm_eval_version": getattr(lm_eval, "__version__", None),
         "model": {key: value for key, value in described.items() if key != "device"},
     }
+    lm_eval_options = {  # recorded when set, so runs made before these options existed still resume
+        "metadata": metadata,
+        "apply_chat_template": apply_chat_template,
+        "fewshot_as_multiturn": (chat if fewshot_as_multiturn is None else fewshot_as_multiturn) and chat,
+        "gen_kwargs": gen_kwargs,
+    }
+    params |= {key: value for key, value in lm_eval_options.items() if value}
     store = RunStore(out, on_corrupt=warn)
     resumed = store.open(run_metadata("lm-eval", command, "lm-eval", described, params))
     if announce is not None:
         announce(f"{'resuming' if resumed else 'writing'} run in {out} (resume with --out {out})")
     lm = MmxLM(backend=backend, response_log=out / REQUESTS_FILE, progress=progress)
     try:
-        output = lm_eval.simple_evaluate(
-            model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=manager, log_samples=True
-        )
+        with quiet_lm_eval():
+            output = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=tasks,
+                num_fewshot=num_fewshot,
+                limit=limit,
+                task_manager=manager,
+                log_samples=True,
+                apply_chat_template=apply_chat_template,
+                fewshot_as_multiturn=lm_eval_options["fewshot_as_multiturn"],
+                gen_kwargs=gen_kwargs,
+                metadata=metadata,
+            )
     except ConnectionError as err:  # datasets' offline mode refusing a download
         raise MmxError(
             f"lm-eval needs data that is not available offline ({err})",
-            "use local data (--include-path) or cache the dataset, or set HF_DATASETS_OFFLINE=0 to allow downloads",
+            "use local data (--include-path), cache the dataset while online, or unset HF_DATASETS_OFFLINE",
         ) from None
     results = {
         task: {key: value for key, value in metrics.items() if "," in key or key == "alias"}  # metric,filter keys
@@ -167,4 +254,6 @@ def run_lm_eval(
         for record in sample_records(task, logged):
             if sample_key(record) not in done:
                 store.append_sample(record)
+    if output_path is not None:
+        save_lm_eval_files(output, output_path, log_samples)
     return {"run_dir": str(out), "resumed": resumed, "model": described, "results": results}

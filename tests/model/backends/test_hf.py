@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mmx.errors import MmxError
-from mmx.model.backends.base import load_backend
+from mmx.model.backends.base import Prompt, load_backend
+from mmx.model.backends.common import parse_model_args
 
 PROMPTS = [
     "One of the special magic numbers for key-3 is",
@@ -91,13 +92,14 @@ def test_score_tokens_reports_the_top_choices(hf_backend):
         assert score.greedy == (score.top[0][0] == ids[position + 1])
 
 
-def test_chat_template_wraps_the_prompt(hf_dir: Path, tmp_path: Path):
-    backend = load_backend(f"hf:{hf_dir}", device="cpu", chat_template="tokenizer")
-    assert backend.tokenizer.decode(backend.prompt_ids("hi")) == "[user] hi\n[assistant] "
+def test_chat_template_lays_out_prompts_not_plain_text(hf_dir: Path, tmp_path: Path):
+    backend = load_backend(f"hf:{hf_dir}", device="cpu", chat_template="auto")
+    assert backend.tokenizer.decode(backend.prompt_ids(Prompt("hi"))) == "[user] hi\n[assistant] "
+    assert backend.prompt_ids("hi") == [1, *backend.tokenizer.encode("hi")]  # plain text stays plain text
     template = tmp_path / "chat.jinja"
     template.write_text("<<{{ messages[0]['content'] }}>>")
     custom = load_backend(f"hf:{hf_dir}", device="cpu", chat_template=str(template))
-    assert custom.tokenizer.decode(custom.prompt_ids("hi")) == "<<hi>>"
+    assert custom.tokenizer.decode(custom.prompt_ids(Prompt("hi"))) == "<<hi>>"
     assert custom.describe()["chat_template"]["source"] == str(template)
 
 
@@ -112,7 +114,7 @@ def test_describe_says_what_ran(hf_backend, hf_dir: Path):
 @pytest.mark.parametrize(
     ("spec", "options", "message"),
     [
-        ("hf:/no/such/model-dir", {}, "neither a local directory nor in the local Hugging Face cache"),
+        ("hf:/no/such/model-dir", {}, "neither a local directory nor a Hugging Face model name"),
         ("hf:", {}, "needs a model directory"),
         ("hf:HF_DIR", {"concurrency": 2}, "does not apply to hf: models"),
         ("hf:HF_DIR", {"dtype": "fp8"}, "unknown dtype"),
@@ -151,3 +153,37 @@ def test_a_prefill_scope_computes_a_shared_beginning_once(hf_backend):
                                      zip(log.read, log.prefilled, prompts, strict=True))  # fmt: skip
     with hf_backend.prefill_scope(prompts, reuse=False) as off:
         assert off is None and hf_backend.generate(prompts, 10) == alone
+
+
+def test_models_come_from_the_hub_cache_by_name(hf_dir: Path, tmp_path: Path, monkeypatch):
+    """A model `hf download` put in the hub cache loads by name offline, and records the snapshot it came from."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    commit = "c" * 40
+    snapshot = tmp_path / "hub" / "models--acme--tiny" / "snapshots" / commit
+    shutil.copytree(hf_dir, snapshot)
+    (tmp_path / "hub" / "models--acme--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--acme--tiny" / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    backend = load_backend("hf:acme/tiny", device="cpu")
+    info = backend.describe()
+    assert (info["name"], info["path"], info["revision"]) == ("acme/tiny", str(snapshot), commit)
+    with pytest.raises(MmxError, match=r"not in the local Hugging Face cache \(HF_HUB_OFFLINE is set\).*hf download"):
+        load_backend("hf:acme/absent", device="cpu")
+
+
+def test_model_args_reach_from_pretrained_and_the_config(hf_dir: Path):
+    args = 'attn_implementation=eager,rope_scaling={"rope_type":"linear","factor":2.0},max_position_embeddings=8192'
+    backend = load_backend(f"hf:{hf_dir}", device="cpu", model_args=parse_model_args(args))
+    config = backend.model.config
+    assert config._attn_implementation == "eager" and backend.max_context == 8192
+    rope = config.rope_parameters
+    assert (rope["rope_type"], rope["factor"]) == ("linear", 2.0) and rope["rope_theta"] > 0  # theta kept
+    assert backend.describe()["model_args"]["attn_implementation"] == "eager"
+    with pytest.raises(MmxError, match="dtype is given twice"):
+        load_backend(f"hf:{hf_dir}", device="cpu", dtype="fp32", model_args={"torch_dtype": "float32"})
+    with pytest.raises(MmxError, match="--model-args config is set by mmx"):
+        load_backend(f"hf:{hf_dir}", device="cpu", model_args={"config": "other"})

@@ -3,6 +3,7 @@ error (or an OOM the runner understands) for each way a server can fail."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from mmx.errors import MmxError
-from mmx.model.backends.base import load_backend
+from mmx.model.backends.base import Prompt, load_backend
 from mmx.model.backends.openai import base_url
 
 PROMPTS = [
@@ -54,9 +55,10 @@ def test_lengths_are_counted_in_the_servers_tokens(hf_server, hf_backend, hf_dir
 def test_describe_carries_the_served_models_description(hf_server, hf_backend):
     info = load_backend(f"openai:{hf_server.url}").describe()
     served = hf_backend.describe()
-    assert info["backend"] == "openai" and info["name"] == served["name"] and info["max_context"] == 4096
+    assert info["backend"] == "openai" and info["name"] == served["spec"] and info["max_context"] == 4096
     assert info["served"]["path"] == served["path"] and "device" not in info["served"]
     assert info["device"] == "cpu" and info["random_weights"] is False and info["tokenizer"]["type"] == "remote"
+    assert (info["api"], info["token_counts"], info["chat_template"]) == ("completions", "remote", None)
 
 
 @pytest.mark.parametrize(
@@ -151,3 +153,84 @@ def test_api_key_comes_from_the_environment(hf_backend, live_server, monkeypatch
 def test_bad_options_are_one_clear_error(hf_server, options: dict, message: str):
     with pytest.raises(MmxError, match=message):
         load_backend(f"openai:{hf_server.url}", **options)
+
+
+# --- chat models ---------------------------------------------------------------------------------------------------
+
+RULER = ["--tasks", "niah_single_1,vt", "--lengths", "1k", "--samples", "2", "--quiet", "--json"]
+
+
+@pytest.fixture(scope="module")
+def chat_server(hf_chat_dir, live_server):
+    served = load_backend(f"hf:{hf_chat_dir}", device="cpu", chat_template="auto")
+    with live_server(served) as server:
+        yield server
+
+
+def sweep_records(cli, out, *args) -> dict:
+    code, _, err = cli(["eval", "ruler", *args, *RULER, "--out", str(out)])
+    assert code == 0, err
+    lines = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    return {(r["task"], r["index"]): r for r in lines}
+
+
+def test_chat_over_the_api_matches_the_model_in_process(chat_server, hf_chat_dir, tmp_path, cli):
+    local = sweep_records(
+        cli, tmp_path / "local", "--model", f"hf:{hf_chat_dir}", "--device", "cpu", "--chat-template", "auto"
+    )
+    served = sweep_records(cli, tmp_path / "served", "--model", f"openai:{chat_server.url}", "--api", "chat")
+    assert local.keys() == served.keys()
+    for key, record in local.items():
+        for field in ("prediction", "prompt_tokens", "prompt_hash", "score"):
+            assert served[key][field] == record[field], (key, field)
+    model = json.loads((tmp_path / "served" / "run.json").read_text())["model"]
+    assert model["api"] == "chat" and model["chat_template"]["answer_prefix"] == "assistant"
+    assert model["token_counts"] == "remote"
+
+
+def test_a_template_rendered_here_goes_out_as_token_ids(chat_server, hf_chat_dir):
+    remote = load_backend(f"openai:{chat_server.url}", api="completions", chat_template="auto")
+    local = load_backend(f"hf:{hf_chat_dir}", device="cpu", chat_template="auto")
+    prompt = Prompt("What is the special magic number?", " Answer:")
+    assert remote.api == "completions" and remote.chat.source == "model"
+    assert remote.prompt_ids(prompt) == local.prompt_ids(prompt)
+    assert remote.generate([prompt, "plain text"], 8) == local.generate([prompt, "plain text"], 8)
+
+
+def test_the_api_follows_the_server_and_the_chat_template_option(chat_server, hf_server):
+    assert load_backend(f"openai:{chat_server.url}").api == "completions"
+    assert load_backend(f"openai:{chat_server.url}", chat_template="auto").api == "chat"
+    with pytest.raises(MmxError, match="has no chat template"):  # the server has none, so it is rendered here
+        load_backend(f"openai:{hf_server.url}", api="completions", chat_template="auto")
+    with pytest.raises(MmxError, match="the server applies its own chat template"):
+        load_backend(f"openai:{chat_server.url}", api="chat", chat_template="/some/file.jinja")
+
+
+def test_without_a_prefill_the_prefix_closes_the_user_turn(chat_server, hf_chat_dir, monkeypatch):
+    import mmx.model.backends.openai as backend_module
+
+    def no_messages(self, messages, continue_final, add_generation_prompt=None):
+        raise backend_module.RequestFailed("HTTP 400: no messages here", "", transient=False)
+
+    monkeypatch.setattr(backend_module.RemoteTokenizer, "encode_chat", no_messages)
+    remote = load_backend(f"openai:{chat_server.url}", api="chat")
+    assert remote.chat.prefill == "user_line" and remote.describe()["chat_template"]["answer_prefix"] == "user_line"
+    local = load_backend(f"hf:{hf_chat_dir}", device="cpu", chat_template="auto")
+    prompt = Prompt("What is the special magic number?", " Answer:")
+    as_user = Prompt("What is the special magic number?\nAnswer:")
+    assert remote.generate([prompt], 8) == local.generate([as_user], 8)
+
+
+def test_without_any_tokenizer_lengths_are_a_stated_estimate(chat_server, monkeypatch):
+    import mmx.model.backends.openai as backend_module
+
+    text = "The special magic number for key-12 is 4096. " * 20
+    exact = len(load_backend(f"openai:{chat_server.url}", api="chat").prompt_ids(Prompt(text)))
+    monkeypatch.setattr(backend_module.OpenAIBackend, "_remote_prefix", lambda self: None)
+    remote = load_backend(f"openai:{chat_server.url}", api="chat")
+    info = remote.describe()
+    assert info["token_counts"] == "estimate" and info["tokenizer"]["type"] == "estimate"
+    estimate = remote.prompt_length(Prompt(text))
+    assert exact / 2 <= estimate <= 2 * exact  # the tiny test vocabulary splits finer than real ones
+    with pytest.raises(MmxError, match="log-likelihoods need the server's token ids"):
+        remote.loglikelihood([("The sky is", " blue")])

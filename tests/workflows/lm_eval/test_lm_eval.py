@@ -215,3 +215,95 @@ def test_rolling_loglikelihood_of_a_short_text_is_its_whole_log_likelihood(hf_ba
     (rolling,) = MmxLM(backend=hf_backend).loglikelihood_rolling([Request(text)])
     ((whole, _),) = hf_backend.loglikelihood([("", text)])
     assert rolling == pytest.approx(whole, abs=1e-4)
+
+
+# --- lm-eval's own options, its CLI, and chat ------------------------------------------------------------------------
+
+METADATA_YAML = """task: mmx_lengths
+dataset_path: ""
+dataset_name: ""
+custom_dataset: !function lengths.docs
+output_type: generate_until
+test_split: test
+doc_to_text: "Q: {{question}}\\nA:"
+doc_to_target: answer
+generation_kwargs:
+  until: ["\\n"]
+  max_gen_toks: 4
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
+METADATA_CODE = '''import datasets
+
+
+def docs(**metadata):
+    """One document per length, naming the tokenizer: as lm-eval's RULER tasks read their metadata."""
+    lengths = metadata.get("max_seq_lengths", [4096])
+    rows = [{"question": f"length {n} with {metadata.get('tokenizer')}", "answer": str(n)} for n in lengths]
+    return {"test": datasets.Dataset.from_list(rows)}
+'''
+
+
+@pytest.fixture(scope="module")
+def metadata_task_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("lm-eval-metadata")
+    (folder / "lengths.yaml").write_text(METADATA_YAML)
+    (folder / "lengths.py").write_text(METADATA_CODE)
+    return folder
+
+
+def logged_samples(output_path: Path, task: str) -> list[dict]:
+    (found,) = output_path.rglob(f"samples_{task}_*.jsonl")
+    return [json.loads(line) for line in found.read_text().splitlines()]
+
+
+def test_metadata_reaches_the_tasks_with_the_models_tokenizer(
+    metadata_task_dir, hf_dir, tmp_path, cli, capfd, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # not a git checkout: lm-eval's `git describe` would complain on stderr
+    argv = ["eval", "lm-eval", "--model", f"hf:{hf_dir}", "--device", "cpu", "--tasks", "mmx_lengths"]
+    argv += ["--include_path", str(metadata_task_dir), "--metadata", '{"max_seq_lengths": [1024, 2048]}']
+    argv += ["--gen_kwargs", "max_gen_toks=3", "--output_path", str(tmp_path / "lm"), "--log_samples"]
+    code, _, err = cli([*argv, "--out", str(tmp_path / "run"), "--quiet", "--json"])
+    assert code == 0, err
+    docs = logged_samples(tmp_path / "lm", "mmx_lengths")
+    assert [d["doc"]["question"] for d in docs] == [f"length {n} with {hf_dir}" for n in (1024, 2048)]
+    assert all(d["arguments"]["gen_args_0"]["arg_1"]["max_gen_toks"] == 3 for d in docs)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())["params"]
+    assert run["metadata"] == {"max_seq_lengths": [1024, 2048], "tokenizer": str(hf_dir)}
+    assert run["gen_kwargs"] == {"max_gen_toks": 3}
+    quiet = capfd.readouterr().err
+    assert "fatal:" not in quiet and "it/s]" not in quiet  # no git probe, no tqdm bars
+
+
+def test_chat_templates_lay_out_lm_evals_prompts(task_dir, hf_chat_dir, tmp_path, cli):
+    argv = ["eval", "lm-eval", "--model", f"hf:{hf_chat_dir}", "--device", "cpu", "--tasks", "mmx_gen"]
+    argv += ["--include-path", str(task_dir), "--apply_chat_template", "--limit", "2"]
+    argv += ["--output-path", str(tmp_path / "lm"), "--log-samples", "--out", str(tmp_path / "run"), "--quiet"]
+    code, _, err = cli(argv)
+    assert code == 0, err
+    contexts = [d["arguments"]["gen_args_0"]["arg_0"] for d in logged_samples(tmp_path / "lm", "mmx_gen")]
+    assert contexts[0] == "<|turn|>user\nQ: 2+2\nA:<|end|>\n<|turn|>assistant\n"  # the backend adds the BOS
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["params"]["apply_chat_template"] is True
+
+
+@pytest.mark.slow  # lm-eval's CLI indexes all of its ~15k task files
+def test_lm_evals_own_cli_runs_mmx_models(task_dir, hf_dir, tmp_path, monkeypatch):
+    """`mmx-lm-eval`, the drop-in for `lm_eval`: the same arguments, `--model mmx` registered, lm-eval's own models
+    still there."""
+    from lm_eval.api.registry import get_model
+
+    from mmx.workflows.lm_eval.cli import main
+
+    monkeypatch.setattr("sys.argv", ["mmx-lm-eval"])
+    model_args = f"model=hf:{hf_dir},device=cpu"
+    argv = ["--model", "mmx", "--model_args", model_args, "--tasks", "mmx_mc,mmx_gen", "--include_path", str(task_dir)]
+    main([*argv, "--output_path", str(tmp_path / "out")])
+    (results,) = (tmp_path / "out").rglob("results_*.json")
+    scores = json.loads(results.read_text())["results"]
+    assert set(scores) == {"mmx_mc", "mmx_gen"} and 0 <= scores["mmx_mc"]["acc,none"] <= 1
+    assert get_model("mmx") is MmxLM and get_model("local-completions").__name__ == "LocalCompletionsAPI"
