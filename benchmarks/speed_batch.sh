@@ -72,9 +72,12 @@ step() { # step NAME CAP_S COMMAND...: at most CAP_S seconds, never past the dea
   pack
 }
 
-baseline_env() { # a checkout of BASE_COMMIT in /tmp/mmx-base whose `mmx` shadows this one's (in a subshell only)
+baseline_env() { # a checkout of BASE_COMMIT in /tmp/mmx-base whose `mmx` shadows this one's (in a subshell only);
+  # from BASE_TAR (a `git archive` of it, for a copy of the checkout without .git) when given, its weights from here
   if [ ! -d /tmp/mmx-base ]; then
-    mkdir -p /tmp/mmx-base && git archive "$BASE_COMMIT" | tar -x -C /tmp/mmx-base
+    mkdir -p /tmp/mmx-base
+    if [ -n "${BASE_TAR:-}" ]; then tar -xf "$BASE_TAR" -C /tmp/mmx-base; else git archive "$BASE_COMMIT" | tar -x -C /tmp/mmx-base; fi
+    [ -e /tmp/mmx-base/model/weights ] || ln -s "$PWD/model/weights" /tmp/mmx-base/model/weights
   fi
   sed 's#/tmp/mmxsrc#/tmp/mmxbase#g' /tmp/mmx-base/tools/device_env.sh >/tmp/mmx-base-env.sh
 }

@@ -54,7 +54,10 @@ def device_report() -> list[dict[str, str]]:
 
 
 def git_commit(path: Path | None = None) -> str | None:
-    """The commit of the mmx checkout (suffixed `-dirty` with local changes); None for an installed wheel."""
+    """The commit of the mmx checkout (suffixed `-dirty` with local changes); MMX_GIT_COMMIT for a copy of a checkout
+    without its .git (`benchmarks/gpu_env.sh` sets it); None for an installed wheel."""
+    if path is None and os.environ.get("MMX_GIT_COMMIT"):
+        return os.environ["MMX_GIT_COMMIT"]
     where = path or Path(__file__).resolve().parent
     try:
         head = subprocess.run(

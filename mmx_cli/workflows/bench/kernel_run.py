@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -138,7 +137,7 @@ def run_kernel_bench(plan: KernelPlan, command: list[str]) -> Report:
     meta = {
         "device": name,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit() or os.environ.get("MMX_GIT_COMMIT"),
+        "git_commit": git_commit(),
         "command": command,
         "versions": package_versions(),
         "bandwidth": {
