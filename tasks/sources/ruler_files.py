@@ -124,7 +124,8 @@ class RulerFileTask:
         self.use_answer_prefix = answer_prefix
 
     def params(self) -> dict[str, Any]:
-        """What decides this task's prompts and scores: RULER's metric and budget, and a hash of every file read."""
+        """What decides this task's prompts and scores: RULER's metric and budget, and a hash of every file read (named
+        within its length's folder, so the same data resumes from another place)."""
         return {
             "task": self.name,
             "ruler_task": self.base,
@@ -132,7 +133,7 @@ class RulerFileTask:
             "max_new_tokens": self.max_new_tokens,
             "answer_prefix": self.use_answer_prefix,
             "files": {
-                format_size(n): {"path": str(f.path), "sha256": f.sha256, "rows": len(f.rows)}
+                format_size(n): {"file": f"{f.path.parent.name}/{f.path.name}", "sha256": f.sha256, "rows": len(f.rows)}
                 for n, f in sorted(self.files.items())
             },
         }
