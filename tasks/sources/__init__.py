@@ -67,7 +67,8 @@ def resolve_source(
         tasks = ruler_tasks(folder, list(names) if names is not None else None, answer_prefix=answer_prefix)
         lengths = sorted({n for task in tasks.values() for n in task.files})
         rows = min(len(f.rows) for task in tasks.values() for f in task.files.values())
-        return Source(f"ruler:{folder}", kind, dict(tasks), lengths, rows)
+        given = (spec or "").strip()  # as the user wrote it: a machine's absolute path stays out of the run
+        return Source(given, kind, dict(tasks), lengths, rows)
     wanted = list(names) if names is not None else list(RULER_TASKS)
     if kind == "lm-eval":
         from mmx.tasks.sources.lm_eval_ruler import PORT, accepted_options, lm_eval_tasks
