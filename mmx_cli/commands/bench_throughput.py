@@ -179,7 +179,7 @@ def throughput(
     sizes = resolve_lengths(max_len, lengths, DEFAULT_MAX_LEN[place_device.type])
     place = Placement(place_device, resolve_dtype(dtype, place_device), chunk)
     out = out or default_out("bench", model)
-    check_out_dir(out)
+    check_out_dir(out, "bench")
     from mmx.workflows.bench.run import plan_subjects
 
     subjects = plan_subjects(

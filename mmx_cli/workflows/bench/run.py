@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mmx.errors import MmxError
+from mmx.results.lock import RunLock
 from mmx.results.store import RunStore
 from mmx.workflows.bench.peaks import DevicePeaks
 from mmx.workflows.bench.subjects import Placement, Subject, backend_subjects, random_subjects
@@ -60,8 +61,9 @@ def run_throughput(
     meta = run_metadata("bench", command, "throughput", described, params)
     meta |= {"subjects": [s.info for s in subjects], "peaks": ceilings.to_dict()}
     store = RunStore(out, on_corrupt=lambda m: warn(f"{m} (that measurement will run again)"))
-    resumed = store.open(meta)
-    announce(f"{'resuming' if resumed else 'writing'} run in {out} (resume with --out {out})")
-    bench = ThroughputBench(plan, store, place.device, ceilings, place.dtype, log=log, warn=warn)
-    bench.run(subjects)
+    with RunLock(out, command):  # one writer per run directory
+        resumed = store.open(meta)
+        announce(f"{'resuming' if resumed else 'writing'} run in {out} (resume with --out {out})")
+        bench = ThroughputBench(plan, store, place.device, ceilings, place.dtype, log=log, warn=warn)
+        bench.run(subjects)
     return described, store.bench()

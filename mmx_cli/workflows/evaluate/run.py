@@ -7,11 +7,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmx.errors import MmxError
 from mmx.model.backends.base import load_backend
+from mmx.results.lock import RunLock
 from mmx.results.rundir import check_out_dir
 from mmx.results.store import RunStore
+from mmx.sizes import format_size
 from mmx.workflows.evaluate.request import EvalRequest
-from mmx.workflows.evaluate.sweep import Progress, SilentProgress, Sweep, SweepResult, run_sweep
+from mmx.workflows.evaluate.sweep import (
+    Progress,
+    SilentProgress,
+    Sweep,
+    SweepResult,
+    run_sweep,
+    split_by_context,
+)
 from mmx.workflows.provenance import run_metadata
 
 
@@ -30,9 +40,16 @@ def run_eval(
     progress: Progress | None = None,
     announce: Callable[[str], None] | None = None,
 ) -> EvalOutcome:
-    """Run `request`; `announce` hears where the run is written (before the first sample), `progress` the rest."""
-    progress = progress or SilentProgress()
-    check_out_dir(request.out)
+    """Run `request`; `announce` hears where the run is written (before the first sample), `progress` the rest.
+
+    The run directory is held (`RunLock`) from before the model loads until the sweep ends, so a second eval on it
+    is refused at once, naming this process."""
+    check_out_dir(request.out, "eval")
+    with RunLock(request.out, request.command):
+        return _run_locked(request, progress or SilentProgress(), announce)
+
+
+def _run_locked(request: EvalRequest, progress: Progress, announce: Callable[[str], None] | None) -> EvalOutcome:
     backend = load_backend(request.model, **request.options)
     plan = Sweep(
         request.suite,
@@ -43,6 +60,7 @@ def run_eval(
         request.answer_prefix,
         request.batch_size,
     )
+    check_something_to_run(plan.lengths, backend.max_context)
     described = backend.describe()
     store = RunStore(request.out, on_corrupt=lambda m: progress.note(f"{m} (its sample will run again)"))
     resumed = store.open(run_metadata("eval", request.command, request.suite, described, plan.params(described)))
@@ -51,3 +69,14 @@ def run_eval(
         announce(f"{verb} run in {request.out} (resume with --out {request.out})")
     result = run_sweep(backend, plan, store, progress)
     return EvalOutcome(request.out, resumed, described, result)
+
+
+def check_something_to_run(lengths: list[int], max_context: int | None) -> None:
+    """Refuse a sweep whose every length is beyond the model's context: it would write an empty run."""
+    if not split_by_context(lengths, max_context)[0]:
+        asked = ", ".join(format_size(n) for n in lengths)
+        raise MmxError(
+            f"nothing to run: every length asked for ({asked}) is longer than the model's maximum context "
+            f"({format_size(max_context or 0)} tokens)",
+            "pick shorter --lengths or --max-len (or raise --max-context if the model can take more)",
+        )

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from mmx.errors import MmxError
+from mmx.files import atomic_write
 from mmx.model.backends.base import load_backend
+from mmx.results.lock import RunLock
 from mmx.results.rundir import check_out_dir
 from mmx.results.store import RunStore, sample_key
 from mmx.workflows.provenance import run_metadata
@@ -100,7 +102,16 @@ def _unit(value: Any) -> bool:
     return isinstance(value, (int, float)) and 0 <= float(value) <= 1
 
 
-def run_lm_eval(
+def run_lm_eval(*, out: Path, command: list[str], **request: Any) -> dict[str, Any]:
+    """Load the model, open (or resume) the run directory, run lm-eval, store its results; return the report
+    (run directory, whether it resumed, the model, per-task metrics). The run directory is held (`RunLock`) throughout,
+    so a second run on it is refused."""
+    check_out_dir(out, "lm-eval")
+    with RunLock(out, command):
+        return _run_lm_eval(out=out, command=command, **request)
+
+
+def _run_lm_eval(
     *,
     model: str,
     tasks: list[str],
@@ -114,8 +125,6 @@ def run_lm_eval(
     announce: Callable[[str], None] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Load the model, open (or resume) the run directory, run lm-eval, store its results; return the report
-    (run directory, whether it resumed, the model, per-task metrics)."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # mmx never downloads at run time unless told to
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -129,7 +138,6 @@ def run_lm_eval(
     if include_path is not None and not include_path.is_dir():
         raise MmxError(f"--include-path {include_path} is not a directory", "pass the folder with your task YAMLs")
     manager = task_manager(tasks, include_path)
-    check_out_dir(out)
     backend = load_backend(model, **options)
     described = backend.describe()
     params = {
@@ -145,7 +153,9 @@ def run_lm_eval(
     resumed = store.open(run_metadata("lm-eval", command, "lm-eval", described, params))
     if announce is not None:
         announce(f"{'resuming' if resumed else 'writing'} run in {out} (resume with --out {out})")
-    lm = MmxLM(backend=backend, response_log=out / REQUESTS_FILE, progress=progress)
+    lm = MmxLM(
+        backend=backend, batch_size=options.get("batch_size"), response_log=out / REQUESTS_FILE, progress=progress
+    )
     try:
         output = lm_eval.simple_evaluate(
             model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=manager, log_samples=True
@@ -159,9 +169,9 @@ def run_lm_eval(
         task: {key: value for key, value in metrics.items() if "," in key or key == "alias"}  # metric,filter keys
         for task, metrics in {**output.get("results", {}), **output.get("groups", {})}.items()
     }
-    (out / RESULTS_FILE).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    atomic_write(out / RESULTS_FILE, json.dumps(results, indent=2, default=str) + "\n")
     kept = {key: output.get(key) for key in _OUTPUT_KEYS} | {"lm_eval_version": params["lm_eval_version"]}
-    (out / OUTPUT_FILE).write_text(json.dumps(kept, indent=2, default=str) + "\n")
+    atomic_write(out / OUTPUT_FILE, json.dumps(kept, indent=2, default=str) + "\n")
     done = store.done_keys()
     for task, logged in (output.get("samples") or {}).items():
         for record in sample_records(task, logged):
