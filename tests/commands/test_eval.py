@@ -266,3 +266,16 @@ def test_progress_bars_draw_cells_and_keep_notes_on_a_terminal():
     assert bars.bars.tasks[0].completed == 3 and [t.description for t in bars.bars.tasks][1:] == ["qa_1 @ 4k"]
     bars.end()
     assert "warning: skipping 8m: longer than the model's maximum context" in screen.getvalue()
+
+
+def test_an_lm_eval_task_whose_data_is_missing_is_one_line(mmx, tmp_path, monkeypatch):
+    pytest.importorskip("lm_eval")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    (tmp_path / "lost.yaml").write_text(
+        "task: mmx_lost\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: "
+        f"{tmp_path / 'missing.jsonl'}\ntest_split: test\noutput_type: generate_until\ndoc_to_text: q\n"
+        "doc_to_target: a\nmetric_list:\n  - metric: exact_match\n"
+    )
+    args = ("--model", "random:tiny", "--tasks", "mmx_lost", "--include-path", tmp_path, "--out", tmp_path / "run")
+    code, _, err = mmx("eval", "lm-eval", *args)
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error: a task's data is missing"), err

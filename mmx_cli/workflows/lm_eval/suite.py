@@ -165,6 +165,11 @@ def _run_lm_eval(
             f"lm-eval needs data that is not available offline ({err})",
             "use local data (--include-path) or cache the dataset, or set HF_DATASETS_OFFLINE=0 to allow downloads",
         ) from None
+    except FileNotFoundError as err:  # a task file naming data that is not there
+        raise MmxError(
+            f"a task's data is missing ({str(err).strip().splitlines()[0][:200]})",
+            "check the dataset_path / data_files of the task's YAML",
+        ) from None
     results = {
         task: {key: value for key, value in metrics.items() if "," in key or key == "alias"}  # metric,filter keys
         for task, metrics in {**output.get("results", {}), **output.get("groups", {})}.items()
