@@ -72,26 +72,22 @@ def read_jsonl(
     except OSError as err:
         raise MmxError(f"cannot read {path}: {err.strerror}", "it must be a file mmx wrote") from None
     with fh:
-        try:
-            lines = list(fh)
-        except OSError as err:
-            raise MmxError(f"cannot read {path}: {err.strerror}", "it must be a file mmx wrote") from None
-    for lineno, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-            report(f"{path}:{lineno}: skipping a corrupt line")
-            continue
-        if not isinstance(record, dict):
-            report(f"{path}:{lineno}: skipping a line that is not a JSON object")
-            continue
-        problem = line_problem(schema, record) if schema is not None else None
-        if problem is not None:
-            report(f"{path}:{lineno}: skipping a line that is not a {what} ({problem})")
-            continue
-        yield record
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+                report(f"{path}:{lineno}: skipping a corrupt line")
+                continue
+            if not isinstance(record, dict):
+                report(f"{path}:{lineno}: skipping a line that is not a JSON object")
+                continue
+            problem = line_problem(schema, record) if schema is not None else None
+            if problem is not None:
+                report(f"{path}:{lineno}: skipping a line that is not a {what} ({problem})")
+                continue
+            yield record
 
 
 def run_identity(kind: str, params: Mapping[str, Any]) -> str:
@@ -169,9 +165,9 @@ class RunStore:
             found |= {r.get(IDENTITY) for r in read_jsonl(self.dir / name, lambda _: None, schema)}
         return found
 
-    def check_identity(self, expected: str | None = None) -> None:
+    def check_identity(self) -> None:
         """Refuse a directory holding records of another run than its `run.json` (say, one deleted and rewritten)."""
-        expected = expected if expected is not None else self.meta.get(IDENTITY)
+        expected = self.meta.get(IDENTITY)
         for name, schema in ((SAMPLES_FILE, SampleRecord), (BENCH_FILE, BenchRecord)):
             for record in read_jsonl(self.dir / name, lambda _: None, schema):
                 if record.get(IDENTITY) != expected:
