@@ -130,7 +130,9 @@ def schema_error(where: str, err: Any, hint: str) -> MmxError:
     more = f" (and {rest} more problem{'s' if rest > 1 else ''})" if rest else ""
     if first.get("type") == "missing":
         return MmxError(f"{where}: {field}: missing{more}", hint)
-    return MmxError(f"{where}: {field}: expected {_expected(first)}, got {_shown(first.get('input'))}{more}", hint)
+    whole = not first.get("loc") and isinstance(first.get("input"), dict)  # a check across fields: no one value
+    got = "" if whole else f", got {_shown(first.get('input'))}"
+    return MmxError(f"{where}: {field}: expected {_expected(first)}{got}{more}", hint)
 
 
 def validated(schema: type[T], data: Any, where: str, hint: str) -> T:

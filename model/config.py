@@ -136,7 +136,8 @@ class MiniMaxConfig:
 
 
 _CONFIG_HINT = "fix that field, or restore the checkpoint's original config.json"
-_Size = Annotated[int, Field(strict=True, gt=0)]
+_Size = Annotated[int, Field(strict=True, gt=0, lt=2**31)]
+MAX_PARAMETERS = 2**42  # ~4.4T: ten times MiniMax-Text-01; past this a size is a typo, and tensor sizes overflow
 _TokenId = Annotated[int, Field(strict=True, ge=0)]
 _Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 _Positive = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
@@ -199,6 +200,18 @@ class ConfigFile(BaseModel):
             raise ValueError("attn_type_list (or layer_types in the -hf layout): the attention kind of every layer")
         return self
 
+    @model_validator(mode="after")
+    def _buildable(self) -> ConfigFile:
+        """An upper bound on the parameter count (every layer counted as the larger kind), in exact integers."""
+        h, heads, kv = self.hidden_size, self.num_attention_heads, self.num_key_value_heads
+        head_dim = self.head_dim or max(1, h // heads)
+        attention = h * heads * head_dim * 5 + 2 * h * kv * head_dim
+        experts = self.num_local_experts * (3 * h * self.intermediate_size + h)
+        total = 2 * self.vocab_size * h + self.num_hidden_layers * (attention + experts)
+        if total > MAX_PARAMETERS:
+            raise ValueError(f"sizes that build a model of at most {MAX_PARAMETERS:.2e} parameters (not {total:.2e})")
+        return self
+
 
 # config.json keys that carry no architecture (or describe behaviour we do not model) and are dropped on read.
 _IGNORED_KEYS = {
@@ -235,8 +248,10 @@ def _check_unsupported(raw: dict[str, Any]) -> None:
 
 
 def _known(raw: dict[str, Any]) -> dict[str, Any]:
+    """The MiniMaxConfig fields `raw` sets; a null counts as absent, except where None is a value (token ids)."""
+    nullable = {f.name for f in dataclasses.fields(MiniMaxConfig) if f.default is None}
     names = {f.name for f in dataclasses.fields(MiniMaxConfig)}
-    return {k: v for k, v in raw.items() if k in names}
+    return {k: v for k, v in raw.items() if k in names and (v is not None or k in nullable)}
 
 
 def _from_original_layout(raw: dict[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ class RunParams(_Open):
     lengths: list[PositiveInt | Text] | Text | None = None
     samples: NonNegativeInt | None = None
     seed: int | None = Field(default=None, strict=True)
+    model: dict[str, Any] | None = None
 
 
 class RunMeta(_Open):
@@ -45,10 +46,10 @@ class RunMeta(_Open):
 
 
 class SampleRecord(_Open):
-    """One scored sample: identified by (task, length, index) within its run; `length` is None for lm-eval documents."""
+    """One scored sample of an eval sweep: identified by (task, length, index) within its run."""
 
     task: Text
-    length: PositiveInt | None
+    length: PositiveInt
     index: NonNegativeInt
     status: Text = "ok"
     score: float | None = Field(default=None, strict=True)
@@ -64,6 +65,12 @@ class SampleRecord(_Open):
         if score is not None and not (math.isfinite(score) and 0.0 <= score <= 1.0):
             raise ValueError("a score between 0 and 1")
         return score
+
+
+class DocumentRecord(SampleRecord):
+    """One scored lm-eval document: as a sample, but with no target length (`length` is None)."""
+
+    length: PositiveInt | None = None
 
 
 class BenchRecord(_Open):

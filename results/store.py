@@ -24,7 +24,7 @@ from typing import Any
 
 from mmx.errors import MmxError
 from mmx.files import atomic_write, line_problem, read_json, validated, write_hint
-from mmx.results.schema import BenchRecord, RunMeta, SampleRecord
+from mmx.results.schema import BenchRecord, DocumentRecord, RunMeta, SampleRecord
 
 RUN_FILE = "run.json"
 SAMPLES_FILE = "samples.jsonl"
@@ -161,14 +161,14 @@ class RunStore:
     def _identities(self) -> set[str | None]:
         """The identities the records on disk carry (None for records written before identities)."""
         found: set[str | None] = set()
-        for name, schema in ((SAMPLES_FILE, SampleRecord), (BENCH_FILE, BenchRecord)):
+        for name, schema in ((SAMPLES_FILE, DocumentRecord), (BENCH_FILE, BenchRecord)):
             found |= {r.get(IDENTITY) for r in read_jsonl(self.dir / name, lambda _: None, schema)}
         return found
 
     def check_identity(self) -> None:
         """Refuse a directory holding records of another run than its `run.json` (say, one deleted and rewritten)."""
         expected = self.meta.get(IDENTITY)
-        for name, schema in ((SAMPLES_FILE, SampleRecord), (BENCH_FILE, BenchRecord)):
+        for name, schema in ((SAMPLES_FILE, self._sample_schema()), (BENCH_FILE, BenchRecord)):
             for record in read_jsonl(self.dir / name, lambda _: None, schema):
                 if record.get(IDENTITY) != expected:
                     raise MmxError(
@@ -203,11 +203,23 @@ class RunStore:
     def _records(self, name: str, schema: type[Any], what: str) -> list[dict[str, Any]]:
         return list(read_jsonl(self.dir / name, self.on_corrupt, schema, what))
 
+    def _sample_schema(self) -> type[SampleRecord]:
+        """lm-eval documents have no length; every other run's samples must have one."""
+        kind = self.meta.get("kind") if (self.dir / RUN_FILE).exists() else None
+        return DocumentRecord if kind == "lm-eval" else SampleRecord
+
     def samples(self) -> list[dict[str, Any]]:
         """Every scored sample on disk; a sample recorded twice (never written by mmx) keeps its first copy."""
         seen: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for record in self._records(SAMPLES_FILE, SampleRecord, "sample"):
-            seen.setdefault(sample_key(record), record)
+        for record in self._records(SAMPLES_FILE, self._sample_schema(), "sample"):
+            key = sample_key(record)
+            if key in seen and seen[key] != record:
+                task, length, index = key
+                (self.on_corrupt or _warn)(
+                    f"{self.dir / SAMPLES_FILE}: {task} at length {length} #{index} is recorded twice, differently; "
+                    "the first record counts"
+                )
+            seen.setdefault(key, record)
         return list(seen.values())
 
     def bench(self) -> list[dict[str, Any]]:
@@ -216,7 +228,7 @@ class RunStore:
 
     def done_keys(self) -> set[tuple[Any, ...]]:
         """Keys of the samples already on disk, which a resumed run skips."""
-        return {sample_key(r) for r in self._records(SAMPLES_FILE, SampleRecord, "sample")}
+        return {sample_key(r) for r in self._records(SAMPLES_FILE, self._sample_schema(), "sample")}
 
     def write_summary(self, rows: Iterable[dict[str, Any]]) -> None:
         """Replace `summary.csv` atomically (task,length,n,score; score 0..100, empty when nothing scored)."""

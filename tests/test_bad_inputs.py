@@ -125,7 +125,7 @@ def _bad_sample_lines(real: dict[str, Any]) -> st.SearchStrategy[str]:
     text = json.dumps(real)
     wrong = {
         "task": st.none() | st.integers() | st.just("") | st.lists(st.text(), max_size=2),
-        "length": st.text(max_size=4) | st.integers(max_value=0) | st.floats(1.5, 1e6) | st.booleans(),
+        "length": st.text(max_size=4) | st.integers(max_value=0) | st.floats(1.5, 1e6) | st.booleans() | st.none(),
         "index": st.text(max_size=4) | st.integers(max_value=-1) | st.floats(0.5, 9.5) | st.none(),
         "score": st.text(max_size=4)
         | st.floats(1.01, 1e9)

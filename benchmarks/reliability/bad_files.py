@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.reliability.common import TRACEBACK, Ran, env, mmx_argv, run_here
+from mmx.files import line_problem
+from mmx.results.schema import SampleRecord
 from mmx.results.store import RunStore
 
 EVAL = ["eval", "ruler", "--model", "random:tiny", "--tasks", "vt", "--lengths", "1k", "--samples", "2", "--quiet"]
@@ -91,7 +93,7 @@ def changed(before: dict[str, bytes], folder: Path) -> int:
 
 def samples_of(run_dir: Path) -> list[tuple[Any, ...]]:
     records = RunStore(run_dir, on_corrupt=lambda _: None).samples()
-    return sorted((r["task"], r["length"], r["index"], r["prediction"], r["score"]) for r in records)
+    return sorted((r["task"], r["length"], r["index"], r.get("prediction"), r.get("score")) for r in records)
 
 
 def kept_samples(base: Path, run_dir: Path) -> Outcome:
@@ -300,6 +302,18 @@ def _random_json(rng: random.Random, depth: int = 0) -> Any:
     return {rng.choice(["a", "task", "params", "x"]): _random_json(rng, depth + 1) for _ in range(rng.randint(0, 3))}
 
 
+def _bad_line(rng: random.Random, record: dict[str, Any]) -> str:
+    """A line that cannot be a sample: torn, or `record` mutated until it no longer fits the schema (a mutation
+    that still fits would be a forged sample, which no check can tell from the real one)."""
+    if rng.random() < 0.3:
+        return json.dumps(record)[: rng.randint(1, 30)]
+    for _ in range(100):
+        mutated = _mutate(rng, record)
+        if not isinstance(mutated, dict) or line_problem(SampleRecord, mutated) is not None:
+            return json.dumps(mutated)
+    return json.dumps(record)[:-1]
+
+
 def generated(cases: Cases, rng: random.Random, count: int) -> None:
     """`count` random damages, round robin: config.json, run.json, samples.jsonl."""
     from mmx.model import MiniMaxConfig
@@ -326,10 +340,7 @@ def generated(cases: Cases, rng: random.Random, count: int) -> None:
             run = cases.copy_run(where)
             lines = list(real_lines)
             for _ in range(rng.randint(1, 3)):
-                record = json.loads(rng.choice(real_lines))
-                torn = json.dumps(record)[: rng.randint(1, 30)]
-                bad = json.dumps(_mutate(rng, record)) if rng.random() < 0.7 else torn
-                lines.insert(rng.randint(0, len(lines)), bad)
+                lines.insert(rng.randint(0, len(lines)), _bad_line(rng, json.loads(rng.choice(real_lines))))
             (run / "samples.jsonl").write_text("\n".join(lines) + "\n")
             for args in (["report", run, "--quiet"], [*EVAL, "--out", run]):
                 ran = run_here(args)

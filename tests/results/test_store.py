@@ -101,6 +101,7 @@ def test_a_run_from_before_identities_still_loads_and_resumes(tmp_path: Path) ->
     [
         ("{}", "task: missing"),
         ('{"task": "vt", "length": "1k", "index": 0}', "length: expected an integer, got '1k'"),
+        ('{"task": "vt", "length": null, "index": 0}', "length: expected an integer, got null"),
         ('{"task": "vt", "length": 1024, "index": 0, "score": "high"}', "score: expected a number, got 'high'"),
         ('{"task": "vt", "length": 1024, "index": 0, "score": 7}', "score: expected a score between 0 and 1"),
         ('{"task": "vt", "length": 1024, "index": -1}', "index: expected a number at least 0"),
