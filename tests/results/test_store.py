@@ -216,3 +216,13 @@ def test_a_lock_that_created_its_folder_removes_it_when_nothing_was_written(tmp_
     with RunLock(tmp_path / "kept"):
         pass
     assert (tmp_path / "kept").is_dir()
+
+
+def test_a_sample_recorded_twice_differently_is_reported_and_the_first_counts(tmp_path: Path) -> None:
+    store = _filled(tmp_path / "run")
+    first = _lines(store.dir)[0]
+    with (store.dir / SAMPLES_FILE).open("a") as fh:
+        fh.write(json.dumps({**first, "score": 0.0}) + "\n")
+    notes: list[str] = []
+    assert RunStore(store.dir, on_corrupt=notes.append).samples()[0] == first
+    assert notes == [f"{store.dir / SAMPLES_FILE}: vt at length 1024 #0 is recorded twice, differently; the first counts"]
