@@ -225,4 +225,6 @@ def test_a_sample_recorded_twice_differently_is_reported_and_the_first_counts(tm
         fh.write(json.dumps({**first, "score": 0.0}) + "\n")
     notes: list[str] = []
     assert RunStore(store.dir, on_corrupt=notes.append).samples()[0] == first
-    assert notes == [f"{store.dir / SAMPLES_FILE}: vt at length 1024 #0 is recorded twice, differently; the first counts"]
+    assert notes == [
+        f"{store.dir / SAMPLES_FILE}: vt at length 1024 #0 is recorded twice, differently; the first record counts"
+    ]
