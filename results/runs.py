@@ -261,7 +261,8 @@ def _curve_key(run: Run) -> str | None:
     if run.kind != "eval" or not run.params.get("lengths"):
         return None
     shared = {k: v for k, v in run.params.items() if k not in _PART_PARAMS}
-    shared["model"] = pinned_model(run.params.get("model") or run.model)
+    model = run.params.get("model")
+    shared["model"] = pinned_model(model if isinstance(model, dict) else run.model)
     return json.dumps(shared, sort_keys=True, default=str)
 
 
