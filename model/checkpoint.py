@@ -11,13 +11,15 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import BaseModel, Field
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from mmx.errors import MmxError
+from mmx.files import atomic_write, read_json, validated
 from mmx.model.config import MiniMaxConfig
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -47,6 +49,12 @@ _RENAMES = [(_pattern(hf), native) for hf, native in HF_RENAMES.items()]
 _FUSED = [(_pattern(hf), parts) for hf, parts in HF_FUSED_EXPERTS.items()]
 
 
+class _Index(BaseModel):
+    """`model.safetensors.index.json`: which shard holds each tensor."""
+
+    weight_map: dict[str, Annotated[str, Field(strict=True, min_length=1)]]
+
+
 class _Shards:
     """Memory-mapped view of a checkpoint directory's safetensors files: key -> lazily loaded CPU tensor."""
 
@@ -55,10 +63,8 @@ class _Shards:
         self._open: dict[str, Any] = {}
         index = directory / INDEX_FILE
         if index.is_file():
-            try:
-                weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise MmxError(f"{index} is not a safetensors index ({err})", "restore it from the checkpoint") from err
+            hint = "restore it from the checkpoint"
+            weight_map = validated(_Index, read_json(index, hint), str(index), hint).weight_map
         elif (directory / SINGLE_FILE).is_file():
             weight_map = dict.fromkeys(self._handle(SINGLE_FILE).keys(), SINGLE_FILE)
         else:
@@ -186,11 +192,14 @@ def read_state(
 def write_checkpoint(
     state: dict[str, torch.Tensor], config: MiniMaxConfig, directory: str | Path, max_shard_bytes: int = 5 * 2**30
 ) -> None:
-    """Write config.json and safetensors in the original key layout: one file, or shards plus an index."""
+    """Write config.json and safetensors in the original key layout: one file, or shards plus an index. Each file is
+    written under a temporary name and renamed, so a failed write (a full disk) never leaves a torn file, and the
+    config is written last: a directory with a config.json holds the weights it describes."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    described = {"model_type": "minimax_text_01", **config.to_dict()}
-    (directory / "config.json").write_text(json.dumps(described, indent=2) + "\n")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MmxError(f"cannot create {directory}: {err.strerror}", "choose another directory") from None
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for key, tensor in state.items():
@@ -201,13 +210,27 @@ def write_checkpoint(
         shards[-1][key] = tensor.detach().contiguous().cpu()
         size += nbytes
     if len(shards) == 1:
-        save_file(shards[0], directory / SINGLE_FILE, metadata={"format": "pt"})
-        return
-    weight_map = {}
-    for n, shard in enumerate(shards, start=1):
-        name = f"model-{n:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, directory / name, metadata={"format": "pt"})
-        weight_map.update(dict.fromkeys(shard, name))
-    total = sum(t.numel() * t.element_size() for t in state.values())
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+        _save_shard(shards[0], directory / SINGLE_FILE)
+    else:
+        weight_map = {}
+        for n, shard in enumerate(shards, start=1):
+            name = f"model-{n:05d}-of-{len(shards):05d}.safetensors"
+            _save_shard(shard, directory / name)
+            weight_map.update(dict.fromkeys(shard, name))
+        total = sum(t.numel() * t.element_size() for t in state.values())
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        atomic_write(directory / INDEX_FILE, json.dumps(index, indent=2) + "\n")
+    described = {"model_type": "minimax_text_01", **config.to_dict()}
+    atomic_write(directory / "config.json", json.dumps(described, indent=2) + "\n")
+
+
+def _save_shard(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors written beside `path` under a temporary name, then renamed over it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        save_file(tensors, tmp, metadata={"format": "pt"})
+        tmp.replace(path)
+    except (OSError, SafetensorError) as err:
+        tmp.unlink(missing_ok=True)
+        why = err.strerror if isinstance(err, OSError) else str(err)
+        raise MmxError(f"cannot write {path}: {why}", "free some disk space, or choose another directory") from None

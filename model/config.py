@@ -7,12 +7,14 @@ checkpoint directory of either kind can be pointed at directly.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mmx.errors import MmxError
+from mmx.files import read_json, validated
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # shipped checkpoints, one folder per preset name
 LIGHTNING = 0  # attn_type_list value of a lightning (linear) attention layer
@@ -95,8 +97,10 @@ class MiniMaxConfig:
         return dataclasses.replace(PRESETS[name])
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> MiniMaxConfig:
-        """Build from a parsed config.json in the original or the transformers-native (`-hf`) layout."""
+    def from_dict(cls, raw: Any, where: str = "config.json") -> MiniMaxConfig:
+        """Build from a parsed config.json in the original or the transformers-native (`-hf`) layout, checked first
+        (`ConfigFile`): a field of the wrong type or range is one MmxError naming `where` and the field."""
+        validated(ConfigFile, raw, where, _CONFIG_HINT)
         fields = _from_hf_layout(raw) if _is_hf_layout(raw) else _from_original_layout(raw)
         return cls(**fields)
 
@@ -106,11 +110,7 @@ class MiniMaxConfig:
         path = Path(directory) / "config.json"
         if not path.is_file():
             raise MmxError(f"no config.json in {directory}", "point at a MiniMax checkpoint directory")
-        try:
-            raw = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise MmxError(f"{path} is not valid JSON ({err})", "restore the checkpoint's config.json") from err
-        return cls.from_dict(raw)
+        return cls.from_dict(read_json(path, _CONFIG_HINT), str(path))
 
     def to_dict(self) -> dict[str, Any]:
         """The original config.json fields (what `save_pretrained` writes)."""
@@ -133,6 +133,84 @@ class MiniMaxConfig:
         weights = n_lin * lightning_weights + n_soft * softmax_weights + self.num_hidden_layers * moe_weights
         weights += h * self.vocab_size  # lm_head
         return 2.0 * weights + n_soft * 4.0 * H * D * context + n_lin * 4.0 * H * D * D
+
+
+_CONFIG_HINT = "fix that field, or restore the checkpoint's original config.json"
+_Size = Annotated[int, Field(strict=True, gt=0, lt=2**31)]
+MAX_PARAMETERS = 2**42  # ~4.4T: ten times MiniMax-Text-01; past this a size is a typo, and tensor sizes overflow
+_TokenId = Annotated[int, Field(strict=True, ge=0)]
+_Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+_Positive = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+
+
+class _RopeParameters(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    rope_type: str = "default"
+    rope_theta: _Positive | None = None
+    partial_rotary_factor: _Positive | None = None
+
+
+class ConfigFile(BaseModel):
+    """What a checkpoint's config.json must hold, in either layout, before any of it is used: every size a positive
+    integer, every scale a finite number, and the architecture's shape given (no field silently takes the 456B
+    model's value). Unknown keys are let through (and dropped later)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    vocab_size: _Size
+    hidden_size: _Size
+    intermediate_size: _Size
+    num_hidden_layers: _Size
+    num_attention_heads: _Size
+    num_key_value_heads: _Size
+    num_local_experts: _Size
+    num_experts_per_tok: _Size
+    attn_type_list: list[Literal[0, 1]] | None = None  # the original layout
+    layer_types: list[str] | None = None  # the -hf layout
+    head_dim: _Size | None = None
+    rotary_dim: _Size | None = None
+    partial_rotary_factor: _Positive | None = None
+    rope_theta: _Positive | None = None
+    rope_parameters: _RopeParameters | None = None
+    max_position_embeddings: _Size | None = None
+    rms_norm_eps: _Positive | None = None
+    hidden_act: str | None = None
+    layernorm_full_attention_alpha: _Number | None = None
+    layernorm_full_attention_beta: _Number | None = None
+    layernorm_linear_attention_alpha: _Number | None = None
+    layernorm_linear_attention_beta: _Number | None = None
+    layernorm_mlp_alpha: _Number | None = None
+    layernorm_mlp_beta: _Number | None = None
+    full_attn_alpha_factor: _Number | None = None
+    full_attn_beta_factor: _Number | None = None
+    linear_attn_alpha_factor: _Number | None = None
+    linear_attn_beta_factor: _Number | None = None
+    mlp_alpha_factor: _Number | None = None
+    mlp_beta_factor: _Number | None = None
+    postnorm: bool | None = Field(default=None, strict=True)
+    tie_word_embeddings: bool | None = Field(default=None, strict=True)
+    bos_token_id: _TokenId | None = None
+    eos_token_id: _TokenId | list[_TokenId] | None = None
+    initializer_range: _Positive | None = None
+
+    @model_validator(mode="after")
+    def _layer_kinds(self) -> ConfigFile:
+        if self.attn_type_list is None and self.layer_types is None:
+            raise ValueError("attn_type_list (or layer_types in the -hf layout): the attention kind of every layer")
+        return self
+
+    @model_validator(mode="after")
+    def _buildable(self) -> ConfigFile:
+        """An upper bound on the parameter count (every layer counted as the larger kind), in exact integers."""
+        h, heads, kv = self.hidden_size, self.num_attention_heads, self.num_key_value_heads
+        head_dim = self.head_dim or max(1, h // heads)
+        attention = h * heads * head_dim * 5 + 2 * h * kv * head_dim
+        experts = self.num_local_experts * (3 * h * self.intermediate_size + h)
+        total = 2 * self.vocab_size * h + self.num_hidden_layers * (attention + experts)
+        if total > MAX_PARAMETERS:
+            raise ValueError(f"sizes that build a model of at most {MAX_PARAMETERS:.2e} parameters (not {total:.2e})")
+        return self
 
 
 # config.json keys that carry no architecture (or describe behaviour we do not model) and are dropped on read.
@@ -170,8 +248,10 @@ def _check_unsupported(raw: dict[str, Any]) -> None:
 
 
 def _known(raw: dict[str, Any]) -> dict[str, Any]:
+    """The MiniMaxConfig fields `raw` sets; a null counts as absent, except where None is a value (token ids)."""
+    nullable = {f.name for f in dataclasses.fields(MiniMaxConfig) if f.default is None}
     names = {f.name for f in dataclasses.fields(MiniMaxConfig)}
-    return {k: v for k, v in raw.items() if k in names}
+    return {k: v for k, v in raw.items() if k in names and (v is not None or k in nullable)}
 
 
 def _from_original_layout(raw: dict[str, Any]) -> dict[str, Any]:

@@ -42,7 +42,14 @@ class JsonTokenizer:
         except ImportError:
             raise MmxError("this checkpoint needs the tokenizers package", "pip install 'mmx[hf]'") from None
         self.path = path
-        self._tok = Tokenizer.from_file(str(path))
+        try:
+            self._tok = Tokenizer.from_file(str(path))
+        except Exception as err:  # the tokenizers package raises a bare Exception for any file it cannot parse
+            reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+            raise MmxError(
+                f"{path} is not a tokenizer.json the tokenizers package can read ({reason})",
+                "restore the file from the model's repository, or pass another tokenizer",
+            ) from None
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`, no BOS/EOS added."""

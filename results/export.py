@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
 from mmx.errors import MmxError
+from mmx.files import atomic_write
 from mmx.results.aggregate import Summary, summarize
 from mmx.results.report import Report
 
@@ -52,22 +54,25 @@ def _figures(s: Summary) -> list[Any]:
     return [s.avg, s.wavg_inc, s.wavg_dec, s.effective_length, s.retention, s.slope, s.threshold]
 
 
+def csv_headers(report: Report) -> dict[str, list[str]]:
+    """File name → header row of every CSV file `write_csv` may write."""
+    return {name: header for name, (header, _) in _rows(report).items()}
+
+
 def write_csv(report: Report, directory: str | Path) -> list[Path]:
-    """Write one CSV per non-empty table into `directory`; returns the paths written."""
+    """Write one CSV per non-empty table into `directory`, each atomically; returns the paths written."""
     folder = Path(directory)
     written = []
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for name, (header, rows) in _rows(report).items():
-            if not rows:
-                continue
-            with (folder / name).open("w", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(header)
-                writer.writerows(["" if v is None else v for v in row] for row in rows)
-            written.append(folder / name)
     except OSError as err:
-        raise MmxError(
-            f"cannot write CSV files to {folder}: {err.strerror}", "choose another --csv directory"
-        ) from None
+        raise MmxError(f"cannot create {folder}: {err.strerror}", "choose another --csv directory") from None
+    for name, (header, rows) in _rows(report).items():
+        if not rows:
+            continue
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(header)
+        writer.writerows(["" if v is None else v for v in row] for row in rows)
+        written.append(atomic_write(folder / name, buf.getvalue(), "choose another --csv directory"))
     return written

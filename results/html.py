@@ -13,6 +13,7 @@ from typing import Any
 import jinja2
 
 from mmx.errors import MmxError
+from mmx.files import atomic_write
 from mmx.results.charts import all_charts, run_colors
 from mmx.results.report import Report
 from mmx.results.runs import Run
@@ -134,11 +135,12 @@ def _warnings(report: Report) -> list[str]:
 
 
 def write_html(report: Report, path: str | Path) -> Path:
-    """Render and write the report; an unwritable path is a user error."""
+    """Render and write the report atomically (a failed write leaves the previous report whole); an unwritable path
+    is a user error."""
     target = Path(path)
+    page = render_html(report)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(render_html(report), encoding="utf-8")
     except OSError as err:
         raise MmxError(f"cannot write {target}: {err.strerror}", "choose another --html path") from None
-    return target
+    return atomic_write(target, page.encode("utf-8"), "choose another --html path")

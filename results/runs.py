@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from mmx.errors import MmxError
+from mmx.files import read_json, validated
 from mmx.results.aggregate import OK, OOM, CellScore, cell_scores, sample_status
+from mmx.results.schema import LmEvalResults
 from mmx.results.store import RUN_FILE, RunStore, pinned_model
 from mmx.sizes import format_size, parse_size
 
 LM_EVAL_FILE = "lm_eval_results.json"
+_LM_HINT = "rerun the lm-eval command on this directory (it resumes from its saved answers)"
 NIAH_TASK = "niah"
 _LISTED = 6  # missing cells named one by one before "and N more"
 # eval parameters that may differ between runs joined into one curve (`join_parts`); every other one must match
@@ -44,16 +47,15 @@ class Run:
 
     @classmethod
     def load(cls, path: str | Path) -> Run:
-        """Read a run directory written by RunStore; a damaged lm-eval result file is a user error, not a crash."""
+        """Read a run directory written by RunStore, checked at the boundary: a damaged `run.json` or lm-eval result
+        file, or records of another run, is a user error, not a crash; a malformed record is reported and skipped."""
         store = RunStore(path)
         meta = store.meta
+        store.check_identity()
         lm_eval = None
         lm_path = store.dir / LM_EVAL_FILE
         if lm_path.exists():
-            try:
-                lm_eval = json.loads(lm_path.read_text())
-            except json.JSONDecodeError as err:
-                raise MmxError(f"{lm_path} is not valid JSON ({err.msg})", "rerun the lm-eval command") from None
+            lm_eval = validated(LmEvalResults, read_json(lm_path, _LM_HINT), str(lm_path), _LM_HINT).root
         run = cls(path=store.dir, meta=meta, samples=store.samples(), bench=store.bench(), lm_eval=lm_eval)
         run.label = run.model_name
         return run
@@ -290,7 +292,8 @@ def _curve_key(run: Run) -> str | None:
     if run.kind != "eval" or not run.params.get("lengths"):
         return None
     shared = {k: v for k, v in run.params.items() if k not in _PART_PARAMS}
-    shared["model"] = pinned_model(run.params.get("model") or run.model)
+    model = run.params.get("model")
+    shared["model"] = pinned_model(model if isinstance(model, dict) else run.model)
     if NIAH_TASK in run.expected_tasks:  # needle grids of any depths join into one heatmap (unmeasured cells: grey)
         shared["task_params"] = {
             name: {k: v for k, v in p.items() if k not in _GRID_PARAMS}

@@ -14,6 +14,10 @@ from mmx.tasks.sample import Sample
 from mmx.tasks.scoring import METRICS
 from mmx.tasks.tokens import TokenCounter, Tokenizer, counter_for
 
+# The longest prompt mmx builds: well past the longest context any MiniMax model takes (10.24M positions), and short
+# enough that building one stays within a machine's memory (a prompt is held in memory as text and token ids).
+MAX_LENGTH = 1 << 24
+
 
 def sample_seed(task: str, length: int, index: int, seed: int) -> int:
     """A 64-bit seed from the sample's identity, stable across Python versions and processes (unlike `hash`)."""
@@ -66,6 +70,11 @@ class Task(ABC):
 
     def sample(self, tokenizer: Tokenizer, length: int, index: int, seed: int = 0) -> Sample:
         """Sample `index` at `length` tokens (prompt + answer prefix + answer budget) in `tokenizer`."""
+        if length > MAX_LENGTH:
+            raise MmxError(
+                f"length {format_size(length)} is longer than mmx builds prompts ({format_size(MAX_LENGTH)} tokens)",
+                f"pick a length up to {format_size(MAX_LENGTH)}",
+            )
         limit = length - self.max_new_tokens
         slack = tolerance(length)
         counter = counter_for(tokenizer)

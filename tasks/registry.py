@@ -77,7 +77,28 @@ def get_task(name: str, **options: Any) -> Task:
     if unknown:
         accepted = ", ".join(task_options(name)) or "none"
         raise MmxError(f"task {name} has no option {', '.join(unknown)}", f"options it accepts: {accepted}")
+    defaults = task_options(name)
+    for key, value in options.items():
+        _check_option_type(name, key, value, defaults[key])
     return factory(**options)
+
+
+def _check_option_type(task: str, key: str, value: Any, default: Any) -> None:
+    """An option must have its default's kind of value (a number where the default is a number, and so on)."""
+    kinds: list[tuple[type | tuple[type, ...], str]] = [
+        (bool, "true or false"),
+        (int, "an integer"),
+        (float, "a number"),
+        (str, "a string"),
+        ((list, tuple), "a list"),
+    ]
+    for kind, words in kinds:
+        if isinstance(default, kind):
+            accepted = (int, float) if kind is float else kind
+            wrong_bool = isinstance(value, bool) and kind is not bool
+            if not isinstance(value, accepted) or wrong_bool:
+                raise MmxError(f"task {task} option {key} must be {words}, got {value!r}", f"e.g. {key}={default!r}")
+            return
 
 
 def _factory(name: str) -> Callable[..., Task]:

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
+from typing import TextIO
 
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer vendors click
+from typer.core import TyperOption
 
 from mmx.errors import MmxError
+from mmx.files import NO_ROOM, write_hint
 
 app = typer.Typer(
     name="mmx",
@@ -63,9 +67,32 @@ def _rank_label() -> str:
     return f"[rank {rank}] " if world != "1" and rank != "0" else ""
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Python warnings as one plain line, as a user reads them: `warning: …` (no class name, no source line)."""
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
+def _flag_type(self: TyperOption, ctx: typer.Context) -> str | None:
+    """Help shows no `<bool>` after a flag: it takes no value."""
+    return None if self.is_flag else _option_type(self, ctx)
+
+
+_option_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_type  # typer 0.29 labels every option with its type, flags included
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry: user-facing errors, usage errors included, become one line on stderr and exit code 2."""
+    """Console-script entry: every user-facing error — usage errors, bad files, a full disk — becomes one line on
+    stderr and exit code 2; Ctrl-C exits 130."""
     _register_commands()
+    warnings.showwarning = _show_warning
     try:
         code = app(args=argv, prog_name="mmx", standalone_mode=False)
     except MmxError as err:
@@ -80,10 +107,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except ClickException as err:
         print(f"error: {err.format_message()}", file=sys.stderr)
-        sys.exit(err.exit_code)
+        sys.exit(2)
     except typer.Abort:
         print("aborted", file=sys.stderr)
         sys.exit(130)
+    except OSError as err:  # a write deep in a library (torch.save, a progress log) when there is no room left
+        if err.errno not in NO_ROOM:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(f"error: cannot write{where}: {err.strerror} — {write_hint(err, '')}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 
 

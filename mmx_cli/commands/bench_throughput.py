@@ -220,7 +220,7 @@ def throughput(
     place_device = context.device if context.device is not None else resolve_device(device)
     place = Placement(place_device, resolve_dtype(dtype, place_device), chunk, tp, quantize, context)
     if context.rank == 0:
-        check_out_dir(out)
+        check_out_dir(out, "bench")
     from mmx.workflows.bench.run import plan_subjects
 
     subjects = plan_subjects(

@@ -7,6 +7,7 @@ and the numbers are those of the modules that actually run, not a separate formu
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,13 +53,22 @@ def describe_config(name: str, config: Any, weights: str) -> dict[str, Any]:
     }
 
 
-def _rows(checkpoint: Path | None) -> list[dict[str, Any]]:
-    from mmx.model.config import PRESETS, WEIGHTS_DIR, MiniMaxConfig
+@lru_cache(maxsize=1)
+def _preset_rows() -> tuple[dict[str, Any], ...]:
+    """The presets' rows, counted once per process (the 456B model's modules take seconds to build, even on meta)."""
+    from mmx.model.config import PRESETS, WEIGHTS_DIR
 
     rows = []
     for name, config in PRESETS.items():
         shipped = (WEIGHTS_DIR / name / "config.json").is_file()
         rows.append(describe_config(name, config, "shipped" if shipped else "random"))
+    return tuple(rows)
+
+
+def _rows(checkpoint: Path | None) -> list[dict[str, Any]]:
+    from mmx.model.config import MiniMaxConfig
+
+    rows = [dict(row) for row in _preset_rows()]
     if checkpoint is not None:
         rows.append(describe_config(str(checkpoint), MiniMaxConfig.from_pretrained(checkpoint), "checkpoint"))
     return rows

@@ -10,10 +10,11 @@ import typer
 from mmx.commands.app import app
 from mmx.errors import MmxError
 from mmx.results.console import print_tables
-from mmx.results.export import write_csv
+from mmx.results.export import csv_headers, write_csv
 from mmx.results.markdown import report_markdown
 from mmx.results.published import REFERENCES
 from mmx.results.report import DEFAULT_THRESHOLD, Report
+from mmx.results.rundir import check_csv_target, check_html_target
 from mmx.results.tables import all_tables
 
 
@@ -53,6 +54,10 @@ def report(
             f"scores are on a 0–100 scale; RULER uses {DEFAULT_THRESHOLD}",
         )
     built = Report.build(runs, references=reference or [], threshold=threshold, join=not separate)
+    if html is not None:  # outputs never replace inputs or a user's files: refuse before printing anything
+        check_html_target(html)
+    if csv_dir is not None:
+        check_csv_target(csv_dir, csv_headers(built))
     tables = all_tables(built)
     if markdown:
         print(report_markdown(tables), end="")

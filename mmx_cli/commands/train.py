@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,6 +11,7 @@ import typer
 
 from mmx.commands.app import app
 from mmx.errors import MmxError
+from mmx.results.lock import RunLock
 from mmx.sizes import format_size, parse_size
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
@@ -45,6 +47,16 @@ def _parse_overrides(pairs: list[str]) -> dict[str, object]:
         except json.JSONDecodeError:
             raise MmxError(f"bad value in --set {pair!r}", "values are JSON: numbers, true/false, [0, 1]") from None
     return overrides
+
+
+def _check_numbers(**values: float | None) -> None:
+    """Rates, clips and limits must be finite; all but the weight decay (which may be 0) positive."""
+    for key, value in values.items():
+        flag = "--" + key.replace("_", "-")
+        least_zero = key == "weight_decay"
+        kind = "non-negative" if least_zero else "positive"
+        if value is not None and not (math.isfinite(value) and (value >= 0 if least_zero else value > 0)):
+            raise MmxError(f"{flag} must be a {kind} number, got {value}", f"pass a {kind}, finite {flag}")
 
 
 def _device(name: str):
@@ -92,18 +104,20 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Train a model on packed task documents; the result is RUN/model, usable as `--model mmx:RUN/model`."""
-    import torch
-
+    from mmx.results.rundir import check_out_dir
     from mmx.workflows.provenance import run_metadata
-    from mmx.workflows.train import TrainConfig, Trainer, open_run, parse_mix, parse_stages
+    from mmx.workflows.train import TrainConfig, check_architecture, open_run, parse_mix, parse_stages
 
     if export_dtype not in _DTYPES:
         raise MmxError(f"bad --export-dtype {export_dtype!r}", "use fp32 or bf16")
-    for name, value in (("--lr", lr), ("--grad-clip", grad_clip)):
-        if not value > 0:
-            raise MmxError(f"{name} must be positive", f"pass a positive {name}")
+    _check_numbers(lr=lr, grad_clip=grad_clip, weight_decay=weight_decay, time_limit=time_limit)
     if not 0 <= context_weight <= 1 or not 0 <= min_lr_ratio <= 1:
         raise MmxError("--context-weight and --min-lr-ratio must lie in [0, 1]", "pass a fraction")
+    for name, value, least in (("--checkpoint-every", checkpoint_every, 1), ("--warmup", warmup, 0)):
+        if value < least:
+            raise MmxError(f"{name} must be at least {least}, got {value}", f"pass {name} {max(least, 1)} or more")
+    if log_every < 0:
+        raise MmxError(f"--log-every must be 0 or more, got {log_every}", "0 prints no step lines")
     stage_list = parse_stages(stages)
     batch = parse_size(batch_tokens)
     if align < 1 or any(s.seq_len % align for s in stage_list):
@@ -128,10 +142,7 @@ def train(
         seed=seed,
         config_overrides=_parse_overrides(config_set or []),
     )
-    if not config.init:
-        from mmx.model import MiniMaxConfig
-
-        MiniMaxConfig.from_name(model)  # an unknown preset fails here, before any work
+    check_architecture(config.init, model, config.config_overrides)  # before any work
     if workers < 0:
         raise MmxError("--workers must be 0 or more", "0 generates documents in the training process")
     dev = _device(device)
@@ -157,7 +168,28 @@ def train(
     argv += [part for pair in options.items() for part in (pair[0], str(pair[1]))]
     argv += [part for pair in config_set or [] for part in ("--set", pair)]
     argv += ["--time-limit", str(time_limit)] if time_limit is not None else []
-    open_run(out, run_metadata("train", argv, "train", {"preset": model, "init": config.init}, config.to_dict()))
+    check_out_dir(out, "train")  # before the lock writes anything there
+    with RunLock(out, argv):  # one training process per run directory
+        open_run(out, run_metadata("train", argv, "train", {"preset": model, "init": config.init}, config.to_dict()))
+        _train(config, out, dev, workers, checkpoint_every, time_limit, export_dtype, log_every, quiet)
+
+
+def _train(
+    config: Any,
+    out: Path,
+    dev: Any,
+    workers: int,
+    checkpoint_every: int,
+    time_limit: float | None,
+    export_dtype: str,
+    log_every: int,
+    quiet: bool,
+) -> None:
+    """Build (or resume) the trainer and run it with progress; Ctrl-C says how to resume."""
+    import torch
+
+    from mmx.workflows.train import Trainer
+
     interactive = sys.stdout.isatty() and not quiet
     printer = _StepPrinter(config.total_steps, log_every) if not interactive and not quiet and log_every > 0 else None
     progress = _ProgressLine(config.total_steps) if interactive else None
@@ -173,11 +205,17 @@ def train(
     )
     if trainer.resumed_from is not None and not quiet:
         print(f"resuming {out} at step {trainer.resumed_from}", file=sys.stderr)
-    if progress:
-        with progress.start(trainer.step):
+    try:
+        if progress:
+            with progress.start(trainer.step):
+                result = trainer.run()
+        else:
             result = trainer.run()
-    else:
-        result = trainer.run()
+    except KeyboardInterrupt:
+        trainer.stream.close()
+        where = f"step {trainer.checkpoint_step}" if trainer.checkpoint_step else "the start (no checkpoint yet)"
+        print(f"interrupted: rerun the same command to resume from {where}", file=sys.stderr)
+        raise typer.Exit(130) from None
     if not quiet:
         state = "stopped at the time limit" if result["stopped_early"] else "done"
         steps = f"{result['steps']}/{result['total_steps']} steps in {result['wall_s']} s"

@@ -435,7 +435,7 @@ def from_name(name: str, **options: Any) -> NativeBackend:
             f"no weights are shipped for {name!r}",
             f"use --model random:{name} for random weights of that architecture, or mmx:PATH for a checkpoint",
         )
-    shipped = sorted(p.name for p in WEIGHTS_DIR.glob("*/config.json")) if WEIGHTS_DIR.is_dir() else []
+    shipped = sorted(p.parent.name for p in WEIGHTS_DIR.glob("*/config.json")) if WEIGHTS_DIR.is_dir() else []
     raise MmxError(
         f"unknown model {name!r}",
         f"use {' or '.join([*shipped, 'random:PRESET', 'mmx:PATH'])}, or hf:/openai: (presets: {', '.join(PRESETS)})",

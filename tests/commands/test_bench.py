@@ -115,6 +115,7 @@ def test_different_parameters_on_the_run_directory_are_refused(tiny_run, mmx):
         (("--repeats", "0"), "bad --repeats 0"),
         (("--decode-steps", "-1"), "bad --decode-steps -1"),
         (("--layers", "0", "--model", "random:tiny"), "bad --layers 0"),
+        (("--layers", "100", "--model", "random:tiny"), "--layers 100 is more than the preset's 4 layers"),
         (("--peaks", "guess"), "unknown --peaks 'guess'"),
         (("--chunk-size", "0"), "bad --chunk-size '0'"),
         (("--budget", "0"), "bad --budget 0"),

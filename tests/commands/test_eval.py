@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mmx.model.backends.base import load_backend, register_backend
+from mmx.model.config import PRESETS
 
 
 @pytest.fixture(scope="module")
@@ -115,13 +116,22 @@ def test_different_parameters_on_a_run_directory_are_refused(finished, mmx, tiny
 
 
 def test_lengths_beyond_the_context_are_skipped(mmx, tmp_path):
-    args = ("--model", "random:tiny", "--max-context", "2048", "--tasks", "vt", "--lengths", "4k,1m", "--json")
-    code, out, err = mmx("eval", "ruler", *args, "--out", tmp_path / "r")
+    args = ("--model", "random:tiny", "--max-context", "2048", "--tasks", "vt", "--samples", "1", "--json")
+    code, out, err = mmx("eval", "ruler", *args, "--lengths", "1k,4k,1m", "--out", tmp_path / "r")
     assert code == 0, err
     assert "skipping 4k: longer than the model's maximum context (2k tokens)" in err and "skipping 1m" in err
     report = json.loads(out)
-    assert report["skipped_lengths"] == [4096, 2**20] and report["cells"] == [] and report["lengths"] == []
+    assert report["skipped_lengths"] == [4096, 2**20] and report["lengths"] == [1024]
+    assert [c["length"] for c in report["cells"]] == [1024]
     assert report["model"]["max_context"] == 2048
+
+
+def test_a_sweep_with_nothing_to_run_is_refused_and_writes_nothing(mmx, tmp_path):
+    args = ("--model", "random:tiny", "--max-context", "2048", "--tasks", "vt", "--lengths", "4k,1m")
+    code, out, err = mmx("eval", "ruler", *args, "--out", tmp_path / "r")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("error: nothing to run: every length asked for (4k, 1m) is longer than the model's maximum")
+    assert not (tmp_path / "r").exists()
 
 
 def test_niah_runs_one_sample_per_depth(mmx, tmp_path, read_records):
@@ -180,12 +190,20 @@ def test_an_out_of_memory_cell_is_recorded_and_the_sweep_goes_on(mmx, tmp_path, 
         (("ruler", "--max-len", "4q"), "bad size '4q'"),
         (("ruler", "--max-len", "8k", "--lengths", "4k"), "--max-len and --lengths both given"),
         (("ruler", "--tasks", "vt,nope"), "unknown task 'nope'"),
-        (("ruler", "--model", "nope"), "unknown model 'nope'"),
+        (("ruler", "--model", "nope"), "unknown model 'nope' — use mmx-mini or random:PRESET or mmx:PATH"),
         (("ruler", "--model", "tiny"), "no weights are shipped for 'tiny' — use --model random:tiny"),
         (("ruler", "--model", "random:nope"), "unknown model preset 'nope'"),
         (("ruler", "--model", "mmx:/nonexistent/ckpt"), "checkpoint directory /nonexistent/ckpt does not exist"),
         (("ruler", "--model", "mmx:{tmp}"), "no *.safetensors weights in"),
         (("ruler", "--out", "{tmp}/file/run"), "is not a writable directory"),
+        (("ruler", "--out", "{tmp}/file"), "is a file, not a directory"),
+        (("ruler", "--out", "{tmp}/" + "a" * 300), "choose a shorter path"),
+        (
+            ("ruler", "--model", "mmx:{tmp}/list-config"),
+            "list-config/config.json: the top level: expected a JSON object",
+        ),
+        (("ruler", "--model", "mmx:{tmp}/str-config"), "str-config/config.json: hidden_size: expected an integer"),
+        (("ruler", "--model", "mmx:{tmp}/no-config"), "no-config/config.json: vocab_size: missing (and 7 more"),
         (("ruler", "--batch-size", "0"), "bad batch size '0'"),
         (("ruler", "--dtype", "fp8"), "unknown dtype 'fp8'"),
         (("ruler", "--concurrency", "2"), "option 'concurrency' does not apply to native models"),
@@ -197,6 +215,11 @@ def test_an_out_of_memory_cell_is_recorded_and_the_sweep_goes_on(mmx, tmp_path, 
 )
 def test_bad_input_is_one_line_and_exit_code_2(mmx, tmp_path, args, message):
     (tmp_path / "file").write_text("not a directory")
+    tiny = PRESETS["tiny"].to_dict()
+    for name, config in (("list-config", [1, 2]), ("str-config", {**tiny, "hidden_size": "64"}), ("no-config", {})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(config))
+        (tmp_path / name / "model.safetensors").write_bytes(b"")  # weights are looked for first
     args = [a.format(tmp=tmp_path) for a in args]
     defaults = {"--model": "random:tiny", "--lengths": "1k", "--out": str(tmp_path / "out")}
     if "--max-len" in args:
@@ -205,7 +228,21 @@ def test_bad_input_is_one_line_and_exit_code_2(mmx, tmp_path, args, message):
     code, out, err = mmx("eval", *args, *extra)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
-    assert not (tmp_path / "out" / "samples.jsonl").exists()
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("out", ["mine", ""], ids=["a folder of the user's", "empty --out (the current folder)"])
+def test_out_never_writes_over_a_users_files(mmx, tmp_path, monkeypatch, out):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "summary.csv").write_text("mine\n")
+    monkeypatch.chdir(folder if out == "" else tmp_path)
+    code, _, err = mmx("eval", "ruler", "--model", "random:tiny", "--tasks", "vt", "--lengths", "1k", "--out", out)
+    assert code == 2 and err.count("\n") == 1
+    assert "is not empty and holds no mmx eval run (summary.csv)" in err, err
+    assert (
+        sorted(p.name for p in folder.iterdir()) == ["summary.csv"] and (folder / "summary.csv").read_text() == "mine\n"
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
@@ -230,3 +267,16 @@ def test_progress_bars_draw_cells_and_keep_notes_on_a_terminal():
     assert bars.bars.tasks[0].completed == 3 and [t.description for t in bars.bars.tasks][1:] == ["qa_1 @ 4k"]
     bars.end()
     assert "warning: skipping 8m: longer than the model's maximum context" in screen.getvalue()
+
+
+def test_an_lm_eval_task_whose_data_is_missing_is_one_line(mmx, tmp_path, monkeypatch):
+    pytest.importorskip("lm_eval")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    (tmp_path / "lost.yaml").write_text(
+        "task: mmx_lost\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: "
+        f"{tmp_path / 'missing.jsonl'}\ntest_split: test\noutput_type: generate_until\ndoc_to_text: q\n"
+        "doc_to_target: a\nmetric_list:\n  - metric: exact_match\n"
+    )
+    args = ("--model", "random:tiny", "--tasks", "mmx_lost", "--include-path", tmp_path, "--out", tmp_path / "run")
+    code, _, err = mmx("eval", "lm-eval", *args)
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error: a task's data is missing"), err

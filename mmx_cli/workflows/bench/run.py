@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ import torch
 from mmx.errors import MmxError
 from mmx.model.config import MiniMaxConfig
 from mmx.model.generate import planned_chunk
+from mmx.results.lock import RunLock
 from mmx.results.store import RunStore
 from mmx.workflows.bench.job import BenchJob, NoStore
 from mmx.workflows.bench.peaks import DevicePeaks
@@ -72,26 +74,30 @@ def run_throughput(
     writer = job is None or job.writer
     check_memory(subjects, plan, place, announce if writer else None)
     described = {**subjects[0].info, "name": subjects[0].family}
-    store: Any = None
-    if writer:
-        meta = run_metadata("bench", command, "throughput", described, params)
-        meta |= {"subjects": [s.info for s in subjects], "peaks": ceilings.to_dict()}
-        if job is not None:
-            meta["launch"] = job.describe()
-        store = RunStore(out, on_corrupt=lambda m: warn(f"{m} (that measurement will run again)"))
-        resumed = store.open(meta)
-        announce(f"{'resuming' if resumed else 'writing'} run in {out} (resume with --out {out})")
-    if job is not None:  # the others learn what is on disk, so every rank skips the same measurements
-        existing = job.agree(store.bench() if writer else None)
-        store = store if writer else NoStore(existing)
-        if not writer:
-            rank = job.context.rank
-            log, warn = (lambda _: None), (lambda m: print(f"warning: [rank {rank}] {m}", file=sys.stderr, flush=True))
-    bench = ThroughputBench(
-        plan, store, place.device, ceilings, place.dtype, log=log, warn=warn, job=job, planner=planner(place)
-    )
-    bench.run(subjects)
-    return described, store.bench() if writer else None
+    with RunLock(out, command) if writer else nullcontext():  # one writer per run directory
+        store: Any = None
+        if writer:
+            meta = run_metadata("bench", command, "throughput", described, params)
+            meta |= {"subjects": [s.info for s in subjects], "peaks": ceilings.to_dict()}
+            if job is not None:
+                meta["launch"] = job.describe()
+            store = RunStore(out, on_corrupt=lambda m: warn(f"{m} (that measurement will run again)"))
+            resumed = store.open(meta)
+            announce(f"{'resuming' if resumed else 'writing'} run in {out} (resume with --out {out})")
+        if job is not None:  # the others learn what is on disk, so every rank skips the same measurements
+            existing = job.agree(store.bench() if writer else None)
+            store = store if writer else NoStore(existing)
+            if not writer:
+                rank = job.context.rank
+                log, warn = (
+                    (lambda _: None),
+                    (lambda m: print(f"warning: [rank {rank}] {m}", file=sys.stderr, flush=True)),
+                )
+        bench = ThroughputBench(
+            plan, store, place.device, ceilings, place.dtype, log=log, warn=warn, job=job, planner=planner(place)
+        )
+        bench.run(subjects)
+        return described, store.bench() if writer else None
 
 
 def planner(place: Placement) -> Callable[[MiniMaxConfig, int, int], MemoryPlan]:

@@ -90,6 +90,11 @@ def reshape(config: MiniMaxConfig, layers: int | None, arch: str) -> MiniMaxConf
     if arch not in ARCHS:
         raise MmxError(f"unknown architecture {arch!r}", f"use one of {', '.join(ARCHS)}")
     n = layers or config.num_hidden_layers
+    if n > config.num_hidden_layers:
+        raise MmxError(
+            f"--layers {n} is more than the preset's {config.num_hidden_layers} layers",
+            f"--layers keeps a slice: pass at most {config.num_hidden_layers}",
+        )
     if arch == "hybrid" and n == config.num_hidden_layers:
         return dataclasses.replace(config)
     return dataclasses.replace(config, num_hidden_layers=n, attn_type_list=attn_layout(arch, n, hybrid_period(config)))

@@ -11,6 +11,7 @@ import torch.distributed as dist
 
 from mmx.model.backends.base import load_backend
 from mmx.model.parallel.runtime import ParallelContext, join
+from mmx.results.lock import RunLock
 from mmx.results.rundir import check_out_dir
 from mmx.results.store import RunStore
 from mmx.workflows.evaluate import distributed as dp
@@ -50,9 +51,17 @@ def run_job(request: EvalRequest, progress: Progress, announce: Callable[[str], 
     ends the other ranks.
     """
     context = join(int(request.options.get("tp") or 1), request.options.get("device"))
-    if context.rank == 0:
-        check_out_dir(request.out)
-        check_memory(request, announce)
+    if context.rank != 0:
+        return _run_rank(request, context, progress, announce)
+    check_out_dir(request.out, "eval")
+    check_memory(request, announce)
+    with RunLock(request.out, request.command):  # the job's one writer holds the directory, as one process would
+        return _run_rank(request, context, progress, announce)
+
+
+def _run_rank(
+    request: EvalRequest, context: ParallelContext, progress: Progress, announce: Callable[[str], None] | None
+) -> EvalOutcome | None:
     backend = load_backend(request.model, **request.options)
     group = dp.records_group()
     judge = Judge(request.judge, request.judge_model) if request.judge else None

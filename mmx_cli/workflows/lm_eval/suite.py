@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from mmx.errors import MmxError
+from mmx.files import atomic_write
 from mmx.model.backends.base import load_backend
+from mmx.results.lock import RunLock
 from mmx.results.rundir import check_out_dir
 from mmx.results.store import RunStore, sample_key
 from mmx.workflows.provenance import git_commit, run_metadata
@@ -161,7 +163,16 @@ def save_lm_eval_files(output: dict[str, Any], output_path: Path, log_samples: b
             tracker.save_results_samples(task_name=task, samples=samples[task])
 
 
-def run_lm_eval(
+def run_lm_eval(*, out: Path, command: list[str], **request: Any) -> dict[str, Any]:
+    """Load the model, open (or resume) the run directory, run lm-eval, store its results; return the report
+    (run directory, whether it resumed, the model, per-task metrics). The run directory is held (`RunLock`) throughout,
+    so a second run on it is refused."""
+    check_out_dir(out, "lm-eval")
+    with RunLock(out, command):
+        return _run_lm_eval(out=out, command=command, **request)
+
+
+def _run_lm_eval(
     *,
     model: str,
     tasks: list[str],
@@ -181,8 +192,7 @@ def run_lm_eval(
     announce: Callable[[str], None] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Load the model, open (or resume) the run directory, run lm-eval, store its results; return the report
-    (run directory, whether it resumed, the model, per-task metrics)."""
+    """`run_lm_eval` once the run directory is held."""
     if log_samples and output_path is None:
         raise MmxError("--log-samples writes lm-eval's sample files under --output-path", "add --output-path DIR")
     if fewshot_as_multiturn and not apply_chat_template:
@@ -198,7 +208,6 @@ def run_lm_eval(
         raise MmxError(f"--include-path {include_path} is not a directory", "pass the folder with your task YAMLs")
     metadata = task_metadata(metadata, model, options)
     manager = task_manager(tasks, include_path, metadata)
-    check_out_dir(out)
     backend = load_backend(model, **options)
     described = backend.describe()
     chat = bool(apply_chat_template)
@@ -222,7 +231,9 @@ def run_lm_eval(
     resumed = store.open(run_metadata("lm-eval", command, "lm-eval", described, params))
     if announce is not None:
         announce(f"{'resuming' if resumed else 'writing'} run in {out} (resume with --out {out})")
-    lm = MmxLM(backend=backend, response_log=out / REQUESTS_FILE, progress=progress)
+    lm = MmxLM(
+        backend=backend, batch_size=options.get("batch_size"), response_log=out / REQUESTS_FILE, progress=progress
+    )
     try:
         with quiet_lm_eval():
             output = lm_eval.simple_evaluate(
@@ -242,13 +253,18 @@ def run_lm_eval(
             f"lm-eval needs data that is not available offline ({err})",
             "use local data (--include-path), cache the dataset while online, or unset HF_DATASETS_OFFLINE",
         ) from None
+    except FileNotFoundError as err:  # a task file naming data that is not there
+        raise MmxError(
+            f"a task's data is missing ({str(err).strip().splitlines()[0][:200]})",
+            "check the dataset_path / data_files of the task's YAML",
+        ) from None
     results = {
         task: {key: value for key, value in metrics.items() if "," in key or key == "alias"}  # metric,filter keys
         for task, metrics in {**output.get("results", {}), **output.get("groups", {})}.items()
     }
-    (out / RESULTS_FILE).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    atomic_write(out / RESULTS_FILE, json.dumps(results, indent=2, default=str) + "\n")
     kept = {key: output.get(key) for key in _OUTPUT_KEYS} | {"lm_eval_version": params["lm_eval_version"]}
-    (out / OUTPUT_FILE).write_text(json.dumps(kept, indent=2, default=str) + "\n")
+    atomic_write(out / OUTPUT_FILE, json.dumps(kept, indent=2, default=str) + "\n")
     done = store.done_keys()
     for task, logged in (output.get("samples") or {}).items():
         for record in sample_records(task, logged):

@@ -58,8 +58,9 @@ def parse_mix(text: str, min_len: int) -> DataMix:
             weight = float(raw) if raw else 1.0
         except ValueError:
             raise MmxError(f"bad weight in {part!r}", "write NAME or NAME=WEIGHT, e.g. niah_single_1=3") from None
-        if not weight > 0:
-            raise MmxError(f"weight of {name!r} must be positive", "drop the task instead of giving it weight 0")
+        if not (weight > 0 and math.isfinite(weight)):
+            hint = "give a positive, finite weight (drop the task instead of giving it weight 0)"
+            raise MmxError(f"weight of {name!r} must be a positive number, got {raw}", hint)
         members = SUITES.get(name, [name])
         for task in members:
             if task not in known:

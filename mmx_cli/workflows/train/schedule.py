@@ -55,7 +55,7 @@ def parse_stages(text: str) -> list[Stage]:
             theta = float(fields[2]) if len(fields) == 3 else None
         except ValueError:
             raise MmxError(f"bad stage {part!r}", hint) from None
-        if steps <= 0 or (theta is not None and not theta > 0):
+        if steps <= 0 or (theta is not None and not (theta > 0 and math.isfinite(theta))):
             raise MmxError(f"bad stage {part!r}: steps and RoPE base must be positive", hint)
         stages.append(Stage(seq_len, steps, theta))
     if not stages:

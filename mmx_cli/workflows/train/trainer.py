@@ -15,19 +15,23 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from mmx.errors import MmxError
+from mmx.files import atomic_write, read_json, validated
 from mmx.model import ByteTokenizer, MiniMaxConfig, MiniMaxForCausalLM
+from mmx.results.rundir import TRAIN_FILE, check_out_dir
+from mmx.results.schema import RunMeta
+from mmx.results.store import read_jsonl, run_identity
 from mmx.workflows.train.checkpoint import find_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
 from mmx.workflows.train.data import DataMix, DocumentStream
 from mmx.workflows.train.loss import packed_loss
 from mmx.workflows.train.packing import Packer
 from mmx.workflows.train.schedule import Stage, WarmupCosine, stage_at
 
-TRAIN_FILE = "train.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT = "checkpoint"
 EXPORT = "model"
@@ -79,14 +83,35 @@ def build_model(config: TrainConfig, device: torch.device) -> MiniMaxForCausalLM
     return model.to(device=device, dtype=torch.float32)
 
 
+def check_architecture(init: str | None, preset: str, overrides: dict[str, Any]) -> None:
+    """The model to train, with `--set` applied, must be a valid config (an unknown preset, a wrong-typed value or an
+    impossible shape is one MmxError), and started from `init` weights it must keep every weight's shape."""
+    base = MiniMaxConfig.from_pretrained(init) if init else MiniMaxConfig.from_name(preset)
+    changed = MiniMaxConfig.from_dict({**base.to_dict(), **overrides}, where="--set")
+    if not init:
+        return
+    with torch.device("meta"):
+        before = {name: p.shape for name, p in MiniMaxForCausalLM(base).named_parameters()}
+        after = {name: p.shape for name, p in MiniMaxForCausalLM(changed).named_parameters()}
+    reshaped = sorted(name for name in {*before, *after} if before.get(name) != after.get(name))
+    if reshaped:
+        raise MmxError(
+            f"cannot carry weights across the config change: {reshaped[:3]} are missing or change shape",
+            "change only fields that keep the weights' shapes (e.g. rope_theta), or train from scratch",
+        )
+
+
 def with_config(model: MiniMaxForCausalLM, **changes: Any) -> MiniMaxForCausalLM:
     """The same weights in a model rebuilt with config fields changed (e.g. a new RoPE base): buffers are recomputed."""
     device = next(model.parameters()).device
     rebuilt = MiniMaxForCausalLM(dataclasses.replace(model.config, **changes)).to(device=device, dtype=torch.float32)
     params = dict(model.named_parameters())
-    missing = [name for name, _ in rebuilt.named_parameters() if name not in params]
+    missing = [name for name, p in rebuilt.named_parameters() if name not in params or params[name].shape != p.shape]
     if missing:
-        raise MmxError(f"cannot carry weights across the config change: {missing[:3]} missing", "change fewer fields")
+        raise MmxError(
+            f"cannot carry weights across the config change: {missing[:3]} are missing or change shape",
+            "change only fields that keep the weights' shapes (e.g. rope_theta), or train from scratch",
+        )
     with torch.no_grad():
         for name, param in rebuilt.named_parameters():
             param.copy_(params[name])
@@ -101,27 +126,53 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.de
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=device.type == "cuda")
 
 
+class MetricsRecord(BaseModel):
+    """One line of `metrics.jsonl`: the step it describes (the rest is free-form numbers)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    step: Annotated[int, Field(strict=True, gt=0)]
+
+
+def _plain(value: Any) -> Any:
+    """`value` as it reads back from JSON (tuples become lists, other objects their text), for comparisons."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
 def open_run(run_dir: Path, meta: dict[str, Any]) -> bool:
-    """Write `train.json`, or check an existing one has the same parameters. True when the run already exists."""
+    """Write `train.json`, or check an existing one has the same parameters. True when the run already exists.
+
+    `--out` must be new, empty or a training run; a run that lost its `train.json` resumes only when its checkpoint
+    was made with these very parameters (else its weights would be labelled with parameters that did not make them).
+    """
+    hint = "restore it from a copy, or pass a new --out directory"
+    check_out_dir(run_dir, "train")
     path = run_dir / TRAIN_FILE
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise MmxError(f"cannot create {run_dir}: {err.strerror}", "choose another --out directory") from None
+    params = _plain(meta["params"])
     if path.exists():
-        try:
-            old = json.loads(path.read_text()).get("params", {})
-        except json.JSONDecodeError:
-            raise MmxError(f"{path} is not valid JSON", "restore it, or pass a new --out directory") from None
-        if old != meta["params"]:
-            diff = sorted(k for k in {*old, *meta["params"]} if old.get(k) != meta["params"].get(k))
+        raw = read_json(path, hint)
+        validated(RunMeta, raw, str(path), hint)
+        old = _plain(raw.get("params") or {})
+        if old != params:
+            diff = sorted(k for k in {*old, *params} if old.get(k) != params.get(k))
             raise MmxError(
                 f"{run_dir} holds a training run with different parameters ({', '.join(diff)})",
                 "rerun with the original parameters to resume, or pass a new --out directory",
             )
         return True
-    path.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
-    return False
+    checkpoint = find_checkpoint(run_dir, CHECKPOINT)
+    if checkpoint is not None and _plain(load_trainer_state(checkpoint, torch.device("cpu"))["config"]) != params:
+        raise MmxError(
+            f"{run_dir} holds a checkpoint of another training run but no {TRAIN_FILE}",
+            f"restore that run's {TRAIN_FILE} to resume it, or pass a new --out directory",
+        )
+    identity = run_identity("train", params)
+    atomic_write(path, json.dumps({**meta, "run_id": identity}, indent=2, sort_keys=True, default=str) + "\n")
+    return checkpoint is not None
 
 
 StepCallback = Callable[[dict[str, Any]], None]
@@ -169,6 +220,8 @@ class Trainer:
         self.step = 0
         self.packer: Packer | None = None
         self._resume()
+        self.checkpoint_step = self.step  # the step a rerun would resume from
+        self._trim_metrics()
 
     # --- state -----------------------------------------------------------------------------------------------------
     def _resume(self) -> None:
@@ -181,12 +234,31 @@ class Trainer:
         self.model = MiniMaxForCausalLM.from_pretrained(ckpt, device=self.device, dtype=torch.float32)
         self.optimizer = make_optimizer(self.model, self.config, self.device)
         state = load_trainer_state(ckpt, torch.device("cpu"))
+        if _plain(state["config"]) != _plain(self.config.to_dict()):
+            raise MmxError(
+                f"{ckpt} was made by a training run with other parameters",
+                "rerun with that run's parameters to resume it, or pass a new --out directory",
+            )
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]
         packer = state["packer"]
         self.packer = self._new_packer(packer["seq_len"], packer["next_index"], packer["waiting"])
         set_rng_state(state["rng"])
         self.resumed_from = self.step
+
+    def _trim_metrics(self) -> None:
+        """Keep one `metrics.jsonl` line per step up to the checkpoint: steps logged after it (by a run stopped before
+        its next checkpoint) are trained again on resume and logged again, so their first lines go."""
+        path = self.run_dir / METRICS_FILE
+        if not path.exists():
+            return
+        lines = sum(1 for line in path.read_bytes().splitlines() if line.strip())
+        kept: dict[int, dict[str, Any]] = {}
+        for record in read_jsonl(path, schema=MetricsRecord, what="training step"):
+            if record["step"] <= self.step:
+                kept.setdefault(record["step"], record)
+        if len(kept) != lines:
+            atomic_write(path, "".join(json.dumps(kept[step]) + "\n" for step in sorted(kept)), "check --out")
 
     def _new_packer(self, seq_len: int, next_index: int, waiting: list[int] | None = None) -> Packer:
         return Packer(
@@ -204,6 +276,7 @@ class Trainer:
 
     def save(self) -> None:
         save_checkpoint(self.run_dir / CHECKPOINT, self.model, self._trainer_state())
+        self.checkpoint_step = self.step
 
     def export(self) -> Path:
         """The final weights as a model directory (`mmx:RUN/model`), in `export_dtype`."""

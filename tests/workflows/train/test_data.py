@@ -23,7 +23,7 @@ def test_mix_expands_suites_and_weights() -> None:
     assert mix.weights["vt"] == pytest.approx(1 / 13) and mix.weights["niah"] == 2.0
     with pytest.raises(MmxError, match="unknown task"):
         parse_mix("niah_single_9", 1024)
-    with pytest.raises(MmxError, match="must be positive"):
+    with pytest.raises(MmxError, match="must be a positive number"):
         parse_mix("vt=0", 1024)
 
 

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmx.errors import MmxError
 from mmx.model.modeling import MiniMaxForCausalLM
-from mmx.workflows.train import TrainConfig, Trainer, parse_stages
+from mmx.results.rundir import TRAIN_FILE
+from mmx.workflows.train import TrainConfig, Trainer, open_run, parse_stages
 from mmx.workflows.train.data import DataMix
 from mmx.workflows.train.trainer import METRICS_FILE
 
@@ -67,3 +69,52 @@ def test_micro_batches_add_up_to_the_same_step(tmp_path: Path) -> None:
     assert _metrics(tmp_path / "split", "grad_norm") == pytest.approx(
         _metrics(tmp_path / "whole", "grad_norm"), rel=1e-4
     )
+
+
+def test_steps_trained_again_after_a_kill_are_logged_once(tmp_path: Path) -> None:
+    config = _config("1k:4")
+    straight = tmp_path / "straight"
+    Trainer(config, straight, CPU).run()
+    resumed = tmp_path / "resumed"
+    Trainer(config, resumed, CPU, checkpoint_every=2).run(stop_at=2)
+    with (resumed / METRICS_FILE).open("a") as log:  # a step logged after the checkpoint, then the process died
+        log.write(json.dumps({"step": 3, "loss": 99.0}) + "\n")
+    Trainer(config, resumed, CPU).run()
+    assert _metrics(resumed, "step") == [1, 2, 3, 4]
+    assert _losses(resumed) == _losses(straight)
+
+
+def _meta(config: TrainConfig) -> dict:
+    return {"kind": "train", "command": ["mmx", "train"], "params": config.to_dict()}
+
+
+def test_a_checkpoint_is_resumed_only_by_the_run_that_made_it(tmp_path: Path) -> None:
+    config, other = _config("1k:2"), _config("1k:2", lr=5e-3)
+    assert open_run(tmp_path, _meta(config)) is False
+    Trainer(config, tmp_path, CPU).run(stop_at=1)
+    (tmp_path / TRAIN_FILE).unlink()  # lost, then a rerun with other parameters
+    with pytest.raises(MmxError, match="holds a checkpoint of another training run but no train.json"):
+        open_run(tmp_path, _meta(other))
+    assert not (tmp_path / TRAIN_FILE).exists()
+    assert open_run(tmp_path, _meta(config)) is True  # the run that made it carries on
+    assert json.loads((tmp_path / TRAIN_FILE).read_text())["run_id"]
+    with pytest.raises(MmxError, match="was made by a training run with other parameters"):
+        Trainer(other, tmp_path, CPU)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "no step"])
+def test_a_damaged_checkpoint_is_one_error(tmp_path: Path, damage: str) -> None:
+    config = _config("1k:2")
+    Trainer(config, tmp_path, CPU).run(stop_at=1)
+    state_file = tmp_path / "checkpoint" / "trainer.pt"
+    if damage == "garbage":
+        state_file.write_bytes(b"not a checkpoint")
+    elif damage == "truncated":
+        state_file.write_bytes(state_file.read_bytes()[:200])
+    else:
+        state = torch.load(state_file, weights_only=False)
+        del state["step"]
+        torch.save(state, state_file)
+    with pytest.raises(MmxError, match=r"trainer\.pt") as err:
+        Trainer(config, tmp_path, CPU)
+    assert "\n" not in str(err.value)
