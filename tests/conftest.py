@@ -8,6 +8,7 @@ folder gets there first — so it is set here, before any test module is collect
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,11 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# A shell starts a background job with Ctrl-C ignored, and subprocesses inherit that: the tests that press Ctrl-C on
+# an `mmx` subprocess need it delivered however pytest was started.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Fixtures several test folders share live in tests/plugins/ (a conftest reaches only its own folder).
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -60,6 +60,8 @@ def serve(
     from mmx.model.backends.chat import IF_PRESENT
     from mmx.model.backends.common import backend_options
 
+    if not 0 <= port <= 65535:
+        raise MmxError(f"bad --port {port}", "use a port from 0 to 65535 (0 picks a free one)")
     for flag, value in (("--max-tokens-cap", max_tokens_cap), ("--max-queue", max_queue)):
         if value < 1:
             raise MmxError(f"bad {flag} {value}", f"use {flag} 1 or more")

@@ -95,6 +95,8 @@ def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         return socket.create_server((host, port), family=family, backlog=BACKLOG)
+    except OverflowError:
+        raise MmxError(f"cannot listen on port {port}", "use a port from 0 to 65535 (0 picks a free one)") from None
     except OSError as err:
         raise MmxError(f"cannot listen on {host}:{port}: {err.strerror}", "choose another --port or --host") from None
 

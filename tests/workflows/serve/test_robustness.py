@@ -146,3 +146,22 @@ def test_sigterm_lets_the_server_finish_and_exit_cleanly():
         assert "Traceback" not in proc.stderr.read()
     finally:
         proc.kill()
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_a_port_out_of_range_is_one_line_before_the_model_loads(port, capsys):
+    from mmx.commands.app import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--model", "random:tiny", "--port", port])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith("error: bad --port") and err.count("\n") == 1, err
+
+
+def test_a_port_the_socket_refuses_is_one_error():
+    from mmx.errors import MmxError
+    from mmx.workflows.serve.server import _bind
+
+    with pytest.raises(MmxError, match="0 to 65535"):
+        _bind("127.0.0.1", 70000)
