@@ -429,7 +429,9 @@ def from_name(name: str, **options: Any) -> NativeBackend:
     """A model shipped with mmx, by name (`mmx-mini`); a preset without shipped weights points at `random:`."""
     directory = WEIGHTS_DIR / name
     if (directory / "config.json").is_file():
-        return load_checkpoint(directory, spec=name, name=name, options=options, preset=name)
+        # The install path is the user's machine, not the model's identity: the name and the weights' digest are.
+        shipped = f"{name} (shipped with mmx)"
+        return load_checkpoint(directory, spec=name, name=name, options=options, preset=name, checkpoint=shipped)
     if name in PRESETS:
         raise MmxError(
             f"no weights are shipped for {name!r}",

@@ -50,6 +50,7 @@ def test_a_checkpoint_loads_by_path_and_by_shipped_name(checkpoint, tiny, monkey
     by_name = load_backend("tiny-ckpt")
     assert by_name.describe()["spec"] == "tiny-ckpt"
     assert by_name.describe()["weights_sha256"] == info["weights_sha256"]
+    assert str(checkpoint.parent) not in by_name.describe()["checkpoint"]  # the install path is the user's machine
 
 
 def test_batched_generation_equals_one_at_a_time(tiny):
