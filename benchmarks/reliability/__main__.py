@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -59,6 +60,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="keep the runs here instead of a temporary folder")
     parser.add_argument("--json", type=Path, default=None, help="also write the counts to this JSON file")
     args = parser.parse_args()
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started as a background job: the children would ignore
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the Ctrl-C the kill matrix sends them
     args.seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1_000_000)
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     unknown = sorted(set(phases) - set(PHASES)) + sorted(set(args.targets.split(",")) - set(TARGETS))
