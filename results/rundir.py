@@ -13,13 +13,13 @@ from pathlib import Path
 
 from mmx.errors import MmxError
 from mmx.results.lock import LOCK_FILE
-from mmx.results.store import BENCH_FILE, RUN_FILE, SAMPLES_FILE, SUMMARY_FILE, RunStore
+from mmx.results.store import BENCH_FILE, RUN_FILE, SAMPLES_FILE, SUMMARY_FILE, SWEEPS_FILE, RunStore
 
 TRAIN_FILE = "train.json"
 # What each kind of run writes; a directory that lost its run.json (or train.json) may hold these and nothing else,
 # and is then resumed only if its records' identity matches the new run's.
 RUN_FILES = {
-    "eval": {SAMPLES_FILE, SUMMARY_FILE},
+    "eval": {SAMPLES_FILE, SUMMARY_FILE, SWEEPS_FILE},
     "bench": {BENCH_FILE},
     "lm-eval": {SAMPLES_FILE, "lm_eval_requests.jsonl", "lm_eval_results.json", "lm_eval_output.json"},
     "train": {"metrics.jsonl", "checkpoint", "checkpoint.old", "checkpoint.tmp", "model"},

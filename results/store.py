@@ -30,6 +30,7 @@ RUN_FILE = "run.json"
 SAMPLES_FILE = "samples.jsonl"
 BENCH_FILE = "bench.jsonl"
 SUMMARY_FILE = "summary.csv"
+SWEEPS_FILE = "sweeps.jsonl"  # one line per sweep over a run directory: its time and prefill accounting
 
 
 IDENTITY = "run_id"

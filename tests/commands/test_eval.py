@@ -81,6 +81,15 @@ def test_a_rerun_resumes_with_nothing_to_do_and_prints_the_table(finished, mmx, 
     assert len(read_records(run_dir)) == 4
 
 
+def test_a_run_that_lost_its_run_json_resumes_when_rerun(finished, mmx, tiny_args, tmp_path, read_records):
+    run = _copy(finished[0], tmp_path)
+    kept = read_records(run)
+    (run / "run.json").unlink()  # every other file the run wrote stays: they are mmx's, not the user's
+    code, _, err = mmx("eval", "ruler", *tiny_args, "--out", run, "--json")
+    assert code == 0, err
+    assert read_records(run) == kept and (run / "run.json").is_file()
+
+
 def test_a_corrupt_line_is_reported_skipped_and_its_sample_rerun(finished, mmx, tiny_args, tmp_path, read_records):
     run_dir = _copy(finished[0], tmp_path)
     path = run_dir / "samples.jsonl"

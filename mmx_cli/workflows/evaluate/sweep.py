@@ -28,7 +28,7 @@ from mmx.errors import MmxError
 from mmx.model.backends.base import Backend, PrefillLog, Prompt
 from mmx.model.memory import is_out_of_memory, release_memory
 from mmx.results.aggregate import cell_scores
-from mmx.results.store import RunStore, pinned_model, sample_key
+from mmx.results.store import SWEEPS_FILE, RunStore, pinned_model, sample_key
 from mmx.sizes import format_size
 from mmx.workflows.evaluate.progress import Progress, SilentProgress
 
@@ -94,7 +94,6 @@ class Sweep:
         }
 
 
-SWEEPS_FILE = "sweeps.jsonl"  # one line per sweep over a run directory: its time and prefill accounting
 
 
 @dataclass

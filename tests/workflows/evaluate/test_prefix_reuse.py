@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from mmx.model.backends.base import load_backend
-from mmx.results.store import RunStore
+from mmx.results.store import SWEEPS_FILE, RunStore
 from mmx.tasks import Sample
-from mmx.workflows.evaluate.sweep import SWEEPS_FILE, Sweep, run_sweep
+from mmx.workflows.evaluate.sweep import Sweep, run_sweep
 from mmx.workflows.provenance import run_metadata
 
 HAYSTACK = " ".join(f"w{(i * 7919) % 613}" for i in range(4000))
