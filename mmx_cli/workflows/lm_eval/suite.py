@@ -211,6 +211,14 @@ def _run_lm_eval(
     backend = load_backend(model, **options)
     described = backend.describe()
     chat = bool(apply_chat_template)
+    evaluate_options = {
+        "num_fewshot": num_fewshot,
+        "limit": limit,
+        "apply_chat_template": apply_chat_template,
+        "fewshot_as_multiturn": (chat if fewshot_as_multiturn is None else fewshot_as_multiturn) and chat,
+        "gen_kwargs": gen_kwargs,
+        "metadata": metadata,
+    }
     params = {
         "tasks": tasks,
         "num_fewshot": num_fewshot,
@@ -220,13 +228,8 @@ def _run_lm_eval(
         "lm_eval_version": getattr(lm_eval, "__version__", None),
         "model": {key: value for key, value in described.items() if key != "device"},
     }
-    lm_eval_options = {  # recorded when set, so runs made before these options existed still resume
-        "metadata": metadata,
-        "apply_chat_template": apply_chat_template,
-        "fewshot_as_multiturn": (chat if fewshot_as_multiturn is None else fewshot_as_multiturn) and chat,
-        "gen_kwargs": gen_kwargs,
-    }
-    params |= {key: value for key, value in lm_eval_options.items() if value}
+    optional = ("metadata", "apply_chat_template", "fewshot_as_multiturn", "gen_kwargs")
+    params |= {key: evaluate_options[key] for key in optional if evaluate_options[key]}  # when set: older runs resume
     store = RunStore(out, on_corrupt=warn)
     resumed = store.open(run_metadata("lm-eval", command, "lm-eval", described, params))
     if announce is not None:
@@ -234,20 +237,20 @@ def _run_lm_eval(
     lm = MmxLM(
         backend=backend, batch_size=options.get("batch_size"), response_log=out / REQUESTS_FILE, progress=progress
     )
+    output = _evaluate(lm, tasks, manager, evaluate_options)
+    results = _store_output(store, output, params["lm_eval_version"])
+    if output_path is not None:
+        save_lm_eval_files(output, output_path, log_samples)
+    return {"run_dir": str(out), "resumed": resumed, "model": described, "results": results}
+
+
+def _evaluate(lm: Any, tasks: list[str], manager: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """lm-eval's `simple_evaluate`, quiet, with its data errors as one line each."""
+    import lm_eval
+
     try:
         with quiet_lm_eval():
-            output = lm_eval.simple_evaluate(
-                model=lm,
-                tasks=tasks,
-                num_fewshot=num_fewshot,
-                limit=limit,
-                task_manager=manager,
-                log_samples=True,
-                apply_chat_template=apply_chat_template,
-                fewshot_as_multiturn=lm_eval_options["fewshot_as_multiturn"],
-                gen_kwargs=gen_kwargs,
-                metadata=metadata,
-            )
+            return lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=manager, log_samples=True, **options)
     except ConnectionError as err:  # datasets' offline mode refusing a download
         raise MmxError(
             f"lm-eval needs data that is not available offline ({err})",
@@ -258,18 +261,21 @@ def _run_lm_eval(
             f"a task's data is missing ({str(err).strip().splitlines()[0][:200]})",
             "check the dataset_path / data_files of the task's YAML",
         ) from None
+
+
+def _store_output(store: RunStore, output: dict[str, Any], version: str | None) -> dict[str, Any]:
+    """Write lm-eval's metrics and kept output atomically and append the samples not yet recorded; returns the
+    metrics per task."""
     results = {
         task: {key: value for key, value in metrics.items() if "," in key or key == "alias"}  # metric,filter keys
         for task, metrics in {**output.get("results", {}), **output.get("groups", {})}.items()
     }
-    atomic_write(out / RESULTS_FILE, json.dumps(results, indent=2, default=str) + "\n")
-    kept = {key: output.get(key) for key in _OUTPUT_KEYS} | {"lm_eval_version": params["lm_eval_version"]}
-    atomic_write(out / OUTPUT_FILE, json.dumps(kept, indent=2, default=str) + "\n")
+    atomic_write(store.dir / RESULTS_FILE, json.dumps(results, indent=2, default=str) + "\n")
+    kept = {key: output.get(key) for key in _OUTPUT_KEYS} | {"lm_eval_version": version}
+    atomic_write(store.dir / OUTPUT_FILE, json.dumps(kept, indent=2, default=str) + "\n")
     done = store.done_keys()
     for task, logged in (output.get("samples") or {}).items():
         for record in sample_records(task, logged):
             if sample_key(record) not in done:
                 store.append_sample(record)
-    if output_path is not None:
-        save_lm_eval_files(output, output_path, log_samples)
-    return {"run_dir": str(out), "resumed": resumed, "model": described, "results": results}
+    return results
