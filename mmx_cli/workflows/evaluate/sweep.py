@@ -94,8 +94,6 @@ class Sweep:
         }
 
 
-
-
 @dataclass
 class Timing:
     """Where one sweep's time went, over the samples it ran: wall time, seconds in `generate` and the part of them
