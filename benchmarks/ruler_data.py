@@ -34,23 +34,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-TASKS = [
-    "niah_single_1",
-    "niah_single_2",
-    "niah_single_3",
-    "niah_multikey_1",
-    "niah_multikey_2",
-    "niah_multikey_3",
-    "niah_multivalue",
-    "niah_multiquery",
-    "vt",
-    "cwe",
-    "fwe",
-    "qa_1",
-    "qa_2",
-]
+from mmx.tasks.registry import RULER_TASKS
+
 QA_FILES = {"qa_1": "squad.json", "qa_2": "hotpotqa.json"}
-ESSAY_TASKS = {"niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multivalue", "niah_multiquery"}
 
 
 def byte_to_char() -> dict[int, str]:
@@ -176,7 +162,7 @@ def main() -> None:
     parser.add_argument("--lengths", default="4k,8k,16k")
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--seed", type=int, default=42, help="RULER's --random_seed (its default is 42)")
-    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--tasks", default=",".join(RULER_TASKS))
     parser.add_argument("--timeout", type=int, default=900, help="seconds per task and length before giving up")
     parser.add_argument("--verbose", action="store_true", help="show prepare.py's output")
     args = parser.parse_args()

@@ -24,6 +24,7 @@ from mmx.errors import MmxError
 from mmx.tasks.base import sample_seed
 from mmx.tasks.corpus import read_texts
 from mmx.tasks.hf_cache import load_cached_dataset
+from mmx.tasks.registry import RULER_TASKS
 from mmx.tasks.sample import Sample
 from mmx.tasks.scoring import METRICS
 
@@ -53,17 +54,9 @@ class PortTask:
 PORT: dict[str, PortTask] = {
     **{
         name: PortTask("niah_utils", name, "generate_samples", f"{name}.yaml", "all")
-        for name in (
-            "niah_single_1",
-            "niah_single_2",
-            "niah_single_3",
-            "niah_multikey_1",
-            "niah_multikey_2",
-            "niah_multikey_3",
-            "niah_multivalue",
-            "niah_multiquery",
-        )
-    },  # fmt: skip
+        for name in RULER_TASKS
+        if name.startswith("niah_")
+    },
     "vt": PortTask("vt_utils", "get_vt_dataset", "sys_vartrack_w_noise_random", "vt.yaml", "all"),
     "cwe": PortTask("cwe_utils", "get_cw_dataset", "sys_word_pair_random", "cwe.yaml", "all"),
     "fwe": PortTask("fwe_utils", "fwe_download", "sys_kwext", "fwe.yaml", "all"),
