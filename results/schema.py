@@ -31,7 +31,7 @@ class RunParams(_Open):
     lengths: list[PositiveInt | Text] | Text | None = None
     samples: NonNegativeInt | None = None
     seed: int | None = Field(default=None, strict=True)
-    model: dict[str, Any] | str | None = None  # eval: the pinned description; bench: the spec
+    model: dict[str, Any] | str | None = None  # eval: the pinned model description; bench: the --model string
 
 
 class RunMeta(_Open):

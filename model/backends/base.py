@@ -181,15 +181,19 @@ class Backend(ABC):
     ) -> list[list[int]]:
         """Greedy new token ids for token-id prompts taken as the model's whole input. `hook` (a
         `mmx.model.generate.GenerationHook`) hears each token as it is chosen and may cancel between steps."""
-        raise NotImplementedError(f"{type(self).__name__} does not generate from token ids")
+        raise self._lacks("generate from token ids")
 
     def loglikelihood_tokens(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         """Token-level log-likelihoods of (context ids, continuation ids) pairs."""
-        raise NotImplementedError(f"{type(self).__name__} does not score token ids")
+        raise self._lacks("score token ids")
 
     def score_tokens(self, sequences: list[list[int]], top_k: int = 1, start: int = 1) -> list[list[TokenScore]]:
         """Per-position scores of each sequence from position `start` on, with the `top_k` best alternatives."""
-        raise NotImplementedError(f"{type(self).__name__} does not score positions")
+        raise self._lacks("score positions")
+
+    def _lacks(self, what: str) -> MmxError:
+        """The one-line error for a caller that used an optional capability without asking `supports` first."""
+        return MmxError(f"{type(self).__name__} cannot {what}", "use a native (mmx-mini, mmx:, random:) or hf: model")
 
     def supports(self, method: str) -> bool:
         """Whether this backend implements the optional token-level `method` (one of `TOKEN_METHODS`)."""
