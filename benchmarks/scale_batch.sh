@@ -32,32 +32,12 @@ T0=$(date +%s)
 DEADLINE=$((T0 + ${BUDGET_S:-540}))
 RUNS=/tmp/scale-runs-$PHASE
 mkdir -p "$RUNS"
-TIMES="$RUNS/times.jsonl"  # one line per step: name, command, seconds, exit code
+TIMINGS="$RUNS/timings.jsonl"  # one line per step: name, wall seconds, exit code, end time, command
 GPUS=$(nvidia-smi --list-gpus 2>/dev/null | wc -l)
 ALL=$(seq -s, 0 $((GPUS - 1)))
 
-left() { echo $((DEADLINE - $(date +%s))); }
-
-step() {  # step NAME CAP_S COMMAND...: at most CAP_S seconds and never past the deadline; SIGINT keeps records
-  local name=$1 cap=$2 t start code
-  shift 2
-  t=$(left)
-  ((t > cap)) && t=$cap
-  if ((t < 15)); then
-    echo "=== $name: skipped, $t s left" >&2
-    return
-  fi
-  echo "=== $name (≤ $t s, $(date -u +%FT%TZ)): $*" >&2
-  start=$(date +%s.%N)
-  timeout --signal=INT --kill-after=20 "$t" "$@"
-  code=$?
-  python3 - "$name" "$start" "$code" "$@" >>"$TIMES" <<'EOF'
-import json, sys, time
-name, start, code, *command = sys.argv[1:]
-print(json.dumps({"step": name, "seconds": round(time.time() - float(start), 2), "exit": int(code), "command": command}))
-EOF
-  echo "=== $name: exit $code at t+$(($(date +%s) - T0)) s" >&2
-}
+# shellcheck source=benchmarks/timebox.sh
+source "$(dirname "$0")/timebox.sh"
 
 bench() {  # bench NAME CAP_S ARGS...: mmx bench throughput into $RUNS/NAME, stopping new measurements in time
   local name=$1 cap=$2

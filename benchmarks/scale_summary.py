@@ -117,7 +117,7 @@ def full_model_plan(length: int) -> dict[str, Any]:
 
 def data_parallel(runs: Path, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Wall time, efficiency against the one-GPU run, and equality of records, per D-dpN run."""
-    seconds = {step["step"]: step["seconds"] for step in steps if step["exit"] == 0}
+    seconds = {step["run"]: step["wall_s"] for step in steps if step["exit"] == 0}
 
     def generate_s(directory: Path) -> float:
         timings = [r.get("timings") or {} for r in _jsonl(directory / "samples.jsonl")]
@@ -156,7 +156,7 @@ def main() -> None:
     parser.add_argument("runs", type=Path, help="the folder scale_batch.sh wrote the run directories to")
     parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
     args = parser.parse_args()
-    steps = _jsonl(args.runs / "times.jsonl")
+    steps = _jsonl(args.runs / "timings.jsonl")
     summary: dict[str, Any] = {"phase": args.phase, "machine": machine(), "steps": steps}
     summary["bench"] = bench_runs(args.runs)
     refusal = args.runs / "A-refused.txt"

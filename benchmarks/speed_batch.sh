@@ -46,31 +46,14 @@ mkdir -p "$runs"
 [ -n "${RESUME_DIR:-}" ] && cp -r "$RESUME_DIR"/. "$runs"/
 [ -f "$runs/timings.jsonl" ] && cp "$runs/timings.jsonl" "$OUT/timings.jsonl"
 
-left() { echo $((DEADLINE - $(date +%s))); }
+TIMINGS="$OUT/timings.jsonl"
+# shellcheck source=benchmarks/timebox.sh
+source "$(dirname "$0")/timebox.sh"
 pack() {
   cp "$OUT/timings.jsonl" "$runs/" 2>/dev/null
   tar -czf "$OUT/runs.tgz" -C "$runs" .
 }
-
-step() { # step NAME CAP_S COMMAND...: at most CAP_S seconds, never past the deadline; SIGINT lets mmx keep its records
-  local name=$1 cap=$2 t start code
-  shift 2
-  t=$(left)
-  ((t > cap)) && t=$cap
-  if ((t < 15)); then
-    echo "=== $name: skipped, $t s left" >&2
-    return
-  fi
-  echo "=== $name (≤ $t s, $(date -u +%FT%TZ)): $*" >&2
-  start=$(date +%s%N)
-  timeout --signal=INT --kill-after=20 "$t" "$@"
-  code=$?
-  ms=$((($(date +%s%N) - start) / 1000000))
-  printf '{"run": "%s", "wall_s": %d.%03d, "exit": %d, "finished": "%s"}\n' "$name" $((ms / 1000)) $((ms % 1000)) \
-    "$code" "$(date -u +%FT%TZ)" >>"$OUT/timings.jsonl"
-  echo "=== $name: exit $code at t+$(($(date +%s) - T0)) s" >&2
-  pack
-}
+after_step() { pack; }
 
 baseline_env() { # a checkout of BASE_COMMIT in /tmp/mmx-base whose `mmx` shadows this one's (in a subshell only);
   # from BASE_TAR (a `git archive` of it, for a copy of the checkout without .git) when given, its weights from here
