@@ -167,13 +167,12 @@ def _stop_at(tokens: list[int], stop_ids: set[int], stop_sequences: Sequence[Seq
 @dataclass
 class GenerateStats:
     """What one `generate` call did. Per prompt: tokens its own forward passes computed (`prefilled`) and tokens it
-    read from a cache another prompt had filled (`read`); the seconds until every prompt was prefilled (device work
-    included) and the seconds of the decode loop."""
+    read from a cache another prompt had filled (`read`); and the seconds until every prompt was prefilled (device
+    work included)."""
 
     prefilled: list[int] = field(default_factory=list)
     read: list[int] = field(default_factory=list)
     prefill_s: float = 0.0
-    decode_s: float = 0.0
 
 
 def _sync(device: torch.device) -> None:
@@ -257,11 +256,8 @@ def generate(
         cache, first = _prefill_walking(model, prompts, max_new_tokens, walker, stats)
     next_tokens = torch.cat(first).argmax(dim=-1)  # [B]
     _sync(model.device)  # the decode loop's first read waits for this anyway
-    decoding = time.perf_counter()
-    stats.prefill_s = decoding - started
-    outputs = _decode(model, cache, next_tokens, len(prompts), max_new_tokens, set(stop_ids), stop_sequences, hook)
-    stats.decode_s = time.perf_counter() - decoding
-    return outputs
+    stats.prefill_s = time.perf_counter() - started
+    return _decode(model, cache, next_tokens, len(prompts), max_new_tokens, set(stop_ids), stop_sequences, hook)
 
 
 class FixedDecoder:
