@@ -54,13 +54,7 @@ def _headers(table: Table) -> list[str]:
     """Column headers with each block's heading above its first column (rich has no spanning headers)."""
     if not any(label for label, _ in table.groups):
         return list(table.columns)
-    headers, col = [], 0
-    for label, span in table.groups:
-        for i in range(span):
-            heading = label if i == 0 else ""
-            headers.append(f"{heading}\n{table.columns[col]}" if label else table.columns[col])
-            col += 1
-    return headers
+    return [f"{label if first else ''}\n{name}" if label else name for label, first, name in table.headed_columns()]
 
 
 def to_rich(table: Table, label_cap: int | None = None) -> RichTable:

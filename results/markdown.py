@@ -13,13 +13,7 @@ def _headers(table: Table) -> list[str]:
     """Markdown has no spanning headers either: a block's heading prefixes its first column, in bold."""
     if not any(label for label, _ in table.groups):
         return list(table.columns)
-    headers, col = [], 0
-    for label, span in table.groups:
-        for i in range(span):
-            name = table.columns[col]
-            headers.append(f"**{label}** {name}" if label and i == 0 else name)
-            col += 1
-    return headers
+    return [f"**{label}** {name}" if label and first else name for label, first, name in table.headed_columns()]
 
 
 def table_markdown(table: Table) -> str:

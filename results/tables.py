@@ -50,6 +50,14 @@ class Table:
     notes: list[str] = field(default_factory=list)
     text_columns: int = 1  # how many leading columns hold words (left-aligned); the rest hold numbers
 
+    def headed_columns(self) -> list[tuple[str, bool, str]]:
+        """(block heading, whether the column opens its block, column name) per column, for formats without
+        spanning headers; columns outside any block have heading ""."""
+        out: list[tuple[str, bool, str]] = []
+        for label, span in self.groups:
+            out += [(label, i == 0, self.columns[len(out)]) for i in range(span)]
+        return out
+
 
 def fmt_score(value: float) -> str:
     return f"{value:.1f}"
